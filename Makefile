@@ -1,0 +1,38 @@
+# railraft: `make run` starts a local cluster, `make test` runs every test.
+# Everything runs from the project's own virtual environment, .venv, which `make setup` creates.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.railraft-setup
+
+SEEDS ?= 100
+START ?= 0
+JOBS  ?= 2
+
+export PIP_NO_INPUT := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test sim run proto
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changed (or the venv is missing); otherwise a no-op.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q
+	$(MAKE) sim SEEDS=500
+
+sim: setup
+	$(PY) -m tests.simulation.run --seeds $(SEEDS) --start $(START) --jobs $(JOBS)
+
+run: setup
+	@echo "make run will start a local 3-node railraft cluster on 127.0.0.1 and the web app in front of it."
+	@echo "That arrives with the node runtime; nothing is started yet."
+
+proto: setup
+	$(PY) scripts/gen_proto.py --out proto/gen

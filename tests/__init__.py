@@ -1,0 +1,1 @@
+"""Unit, simulation, process-level cluster, browser and fault tests.  May import everything."""
