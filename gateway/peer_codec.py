@@ -84,8 +84,8 @@ _CARRIED: dict[MsgType, frozenset[str]] = {
     MsgType.PRE_VOTE: frozenset({"log_term", "index", "context"}),
     MsgType.VOTE_RESP: frozenset({"reject"}),
     MsgType.PRE_VOTE_RESP: frozenset({"reject"}),
-    MsgType.HEARTBEAT: frozenset({"commit", "context"}),
-    MsgType.HEARTBEAT_RESP: frozenset({"commit", "context"}),
+    MsgType.HEARTBEAT: frozenset({"commit", "context", "index"}),
+    MsgType.HEARTBEAT_RESP: frozenset({"commit", "context", "index"}),
     MsgType.TIMEOUT_NOW: frozenset(),
     MsgType.READ_INDEX: frozenset({"index", "context"}),
     MsgType.READ_INDEX_RESP: frozenset({"index", "context"}),
@@ -154,9 +154,9 @@ def message_to_peer(msg: Message, cluster_id: str, group_id: int) -> betterproto
             commit=msg.commit,
         )
     if t is MsgType.HEARTBEAT:
-        return HeartbeatRequest(**hdr, commit=msg.commit, context=msg.context)
+        return HeartbeatRequest(**hdr, commit=msg.commit, context=msg.context, leader_tick=msg.index)
     if t is MsgType.HEARTBEAT_RESP:
-        return HeartbeatResponse(**hdr, commit=msg.commit, context=msg.context)
+        return HeartbeatResponse(**hdr, commit=msg.commit, context=msg.context, leader_tick=msg.index)
     if t is MsgType.TIMEOUT_NOW:
         return TimeoutNowRequest(**hdr)
     if t is MsgType.READ_INDEX:
@@ -283,10 +283,14 @@ _DECODERS: dict[type, Callable[[Any], Message]] = {
     AppendEntriesRequest: _app,
     AppendEntriesResponse: _app_resp,
     HeartbeatRequest: lambda pb: Message(
-        type=MsgType.HEARTBEAT, **_hdr(pb), commit=pb.commit, context=bytes(pb.context)
+        type=MsgType.HEARTBEAT, **_hdr(pb), commit=pb.commit, context=bytes(pb.context), index=pb.leader_tick
     ),
     HeartbeatResponse: lambda pb: Message(
-        type=MsgType.HEARTBEAT_RESP, **_hdr(pb), commit=pb.commit, context=bytes(pb.context)
+        type=MsgType.HEARTBEAT_RESP,
+        **_hdr(pb),
+        commit=pb.commit,
+        context=bytes(pb.context),
+        index=pb.leader_tick,
     ),
     TimeoutNowRequest: lambda pb: Message(type=MsgType.TIMEOUT_NOW, **_hdr(pb)),
     ReadIndexRequest: lambda pb: Message(

@@ -14,9 +14,11 @@ Wing & Gong's search with Lowe's improvements, the "WGL" checker used by Porcupi
 * Linearizing an operation "lifts" its call and return entries out of the list and pushes it on a stack;
   backtracking pops it and "unlifts" the entries back into place (O(1) each, thanks to the linked list).
 * A cache of (bitset of linearized operations, model state) prunes the search: reaching the same set of
-  linearized operations in the same state again cannot lead anywhere new.  Extension for unknown
-  operations: a configuration is also pruned when one with the same completed operations and state but a
-  *subset* of its linearized unknown operations already failed (see `_check_partition`).
+  linearized operations in the same state again cannot lead anywhere new.
+* Unknown operations (below) get three extra prunings, all justified in `_check_partition`: a
+  configuration is pruned when one with the same completed operations and state but a *subset* of its
+  linearized unknown operations already failed; an unknown operation is never linearized where it would
+  leave the state unchanged; unknown operations with equal inputs are only linearized in call order.
 * P-compositionality: linearizability is local, so a model may split the history into independent
   partitions (e.g. one per key) that are checked separately; this turns one exponential search into
   many small ones.
@@ -39,6 +41,10 @@ special case: an unknown operation constrains nothing after it, so linearizing i
 operation is the same as dropping it, and the search stops as soon as all completed operations are
 linearized.  If the model declares which inputs are read-only (`Model.read_only`), unknown read-only
 operations are dropped before the search because they cannot influence anything.
+
+Cost: linearizable histories are typically checked in near-linear time.  Proving a history *not*
+linearizable means exhausting the search up to the failure, which grows with concurrency and with the number
+of unknown writes per partition; pass `max_steps` to bound it (the result then says `timed_out`).
 
 Operations that the client knows failed *without* effect (e.g. a definite "not leader" rejection) should
 simply be left out of the history.
@@ -111,7 +117,8 @@ def _default_describe(input: Any, output: Any) -> str:
 class Model:
     """A sequential specification.
 
-    init:      returns the initial state; states must be hashable and never mutated (they are cached).
+    init:      returns the initial state; states must be hashable, compare by value (==) and never be
+               mutated (they are cached).
     step:      ``(state, input, output) -> (legal, next_state)``.  `legal` says whether `output` is what the
                sequential object would answer to `input` in `state`.  When `output` is `UNKNOWN` it must
                return ``(True, next_state)``.  The returned next state only matters when legal.
@@ -237,6 +244,20 @@ def _check_partition(
 
     bits = [1 << i for i in range(n)]
     known = [op.ret is not None for op in ops]
+    # Symmetry breaking: unknown ops with equal inputs are interchangeable once both have been called, so
+    # any linearization can be rewritten to use them in call order.  twin[i] is the bit of the previous
+    # unknown op with the same input, which must already be linearized before op i may be.
+    twin = [0] * n
+    last_with_input: dict[Any, int] = {}
+    for i, op in enumerate(ops):  # ops are sorted by call time
+        if op.ret is None:
+            try:
+                prev_i = last_with_input.get(op.input)
+                last_with_input[op.input] = i
+            except TypeError:  # unhashable input: just forgo the optimisation
+                continue
+            if prev_i is not None:
+                twin[i] = bits[prev_i]
     remaining = sum(known)
     step = model.step
     state = model.init()
@@ -266,13 +287,19 @@ def _check_partition(
     while remaining:
         match = entry.match
         if match is not None:
+            eid = entry.id
+            is_known = known[eid]
+            if not is_known and lin_unknown & twin[eid] != twin[eid]:
+                entry = entry.next
+                continue
             if steps == limit:
                 return _TIMEOUT, steps, _unwind(best, ops)
             steps += 1
             legal, new_state = step(state, entry.input, entry.output)
-            if legal:
-                bit = bits[entry.id]
-                is_known = known[entry.id]
+            # An unknown op that leaves the state unchanged only uses itself up; the configuration without
+            # it (the current one) dominates, so that branch is skipped.
+            if legal and (is_known or new_state != state):
+                bit = bits[eid]
                 if is_known:
                     new_known, new_unknown = lin_known | bit, lin_unknown
                 else:

@@ -60,12 +60,17 @@ class Params:
     partitions: bool
     membership: bool
     transfers: bool
+    pre_vote: bool
+    check_quorum: bool
+    storm: bool  # faults every few ticks instead of every few election timeouts
+    max_persist: int  # slowest fsync, in time units: the window in which a crash loses writes
+    batch: int  # entries per append message: small batches leave old-term entries replicated apart
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> Params:
         """Draw a scenario."""
         return cls(
-            nodes=rng.choice((3, 3, 5)),
+            nodes=rng.choice((3, 5)),
             drop=rng.choice((0.0, 0.02, 0.1, 0.2, 0.3)),
             dup=rng.choice((0.0, 0.02, 0.1)),
             max_delay=rng.choice((2, 5, 15, 30)),
@@ -77,6 +82,11 @@ class Params:
             partitions=rng.random() < 0.7,
             membership=rng.random() < 0.5,
             transfers=rng.random() < 0.5,
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.7,
+            storm=rng.random() < 0.5,
+            max_persist=rng.choice((1, 4, 20)),
+            batch=rng.choice((1, 3, 8)),
         )
 
 
@@ -102,6 +112,7 @@ class SimNode:
             hs, ents = bootstrap_entries(founding)
             self.storage.save(hard_state=hs, entries=ents)
         self.alive = False
+        self.retired = False
         self.gen = 0
         self.core: RaftCore
         self.kv: dict[str, Any] = {}
@@ -118,7 +129,15 @@ class SimNode:
         self.gen += 1
         self.alive = True
         self.core = RaftCore(
-            Config(self.id, election_tick=ELECTION_TICK, heartbeat_tick=1, max_msg_entries=8, max_inflight=4),
+            Config(
+                self.id,
+                election_tick=ELECTION_TICK,
+                heartbeat_tick=1,
+                max_msg_entries=self.sim.p.batch,
+                max_inflight=4,
+                pre_vote=self.sim.p.pre_vote,
+                check_quorum=self.sim.p.check_quorum,
+            ),
             random.Random(self.sim.rng.random()),
             rec.hard_state,
             rec.snapshot,
@@ -215,7 +234,7 @@ class Simulation:
             for m in rd.messages:
                 self.send(m)
             node.rd = rd
-            delay = self.rng.randrange(4) if rd.must_sync() else 0
+            delay = self.rng.randrange(self.p.max_persist + 1) if rd.must_sync() else 0
             self.schedule(self.now + delay, "persisted", (node.id, node.gen))
 
     def persisted(self, node: SimNode) -> None:
@@ -423,12 +442,12 @@ class Simulation:
         p, rng = self.p, self.rng
         t = 300
         while t < p.fault_time:
-            t += rng.randrange(100, 600)
+            t += rng.randrange(20, 150) if p.storm else rng.randrange(100, 600)
             kinds = []
             if p.crashes:
-                kinds.append("crash")
+                kinds += ["crash", "crash_leader"]
             if p.partitions:
-                kinds += ["partition", "oneway"]
+                kinds += ["partition", "oneway", "isolate_leader"]
             if p.transfers:
                 kinds.append("transfer")
             if not kinds:
@@ -444,16 +463,29 @@ class Simulation:
     def fault(self, kind: str) -> None:
         rng = self.rng
         members = sorted(self.nodes)
-        if kind == "crash":
-            alive = [n for n in self.nodes.values() if n.alive]
+        alive = [n for n in self.nodes.values() if n.alive]
+        leaders = [n for n in alive if n.core.role == Role.LEADER]
+        if kind in ("crash", "crash_leader"):
             if len(alive) > 1:
                 victim = rng.choice(alive)
-                if rng.random() < 0.3:
-                    leaders = [n for n in alive if n.core.role == Role.LEADER]
-                    victim = leaders[0] if leaders else victim
+                if kind == "crash_leader" and leaders:
+                    victim = rng.choice(leaders)
                 victim.crash()
                 self.stats["crashes"] += 1
-                self.schedule(self.now + rng.randrange(50, 600), "restart", (victim.id,))
+                down = rng.randrange(20, 300) if self.p.storm else rng.randrange(50, 600)
+                self.schedule(self.now + down, "restart", (victim.id,))
+        elif kind == "isolate_leader":
+            if leaders:
+                # The leader, maybe with one follower, in a minority: the classic stale-leader setup.
+                ld = rng.choice(leaders)
+                left = {ld.id}
+                others = [m for m in members if m != ld.id]
+                if len(members) >= 5 and rng.random() < 0.5:
+                    left.add(rng.choice(others))
+                right = set(members) - left
+                self.cut = {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
+                self.stats["partitions"] += 1
+                self.schedule(self.now + rng.randrange(100, 800), "unpartition", ())
         elif kind == "partition":
             rng.shuffle(members)
             k = rng.randrange(1, len(members))
@@ -507,8 +539,24 @@ class Simulation:
             except RaftError:
                 self.schedule(self.now + 30, "admin", (step, new, deadline))
                 return
+            if step == 2:
+                self.schedule(self.now + 30, "retire", (cc.node_id,))
         if step < 2:
             self.schedule(self.now + 30, "admin", (step + 1, new, deadline))
+
+    def retire(self, victim: int) -> None:
+        """Like an operator, shut a removed node down for good once its removal has committed (a removed node
+        that never learned of its removal would otherwise keep disrupting elections, dissertation 4.2.3)."""
+        for n in self.nodes.values():
+            if n.alive and n.id != victim:
+                log = n.core.log
+                if victim not in log.conf().members() and log.committed >= log.conf_index():
+                    node = self.nodes[victim]
+                    if node.alive:
+                        node.crash()
+                    node.retired = True
+                    return
+        self.schedule(self.now + 30, "retire", (victim,))
 
     def heal(self) -> None:
         self.healed = True
@@ -516,7 +564,7 @@ class Simulation:
         self.drop = 0.0
         self.dup = 0.0
         for n in self.nodes.values():
-            if not n.alive:
+            if not n.alive and not n.retired:
                 n.start()
                 self.pump(n)
         self.heal_time = self.now
@@ -594,7 +642,7 @@ class Simulation:
                     self.fault(*args)
             elif kind == "restart":
                 node = self.nodes[args[0]]
-                if not node.alive:
+                if not node.alive and not node.retired:
                     node.start()
                     self.pump(node)
             elif kind == "unpartition":
@@ -606,6 +654,8 @@ class Simulation:
                 self.schedule(self.now, "admin", (0, new, self.p.fault_time))
             elif kind == "admin":
                 self.admin(*args)
+            elif kind == "retire":
+                self.retire(*args)
             elif kind == "heal":
                 self.heal()
             elif kind == "probe":

@@ -183,6 +183,11 @@ class HeartbeatRequest(betterproto.Message):
     context: bytes = betterproto.bytes_field(7)
     """read-index context being confirmed by this round (empty if none)"""
 
+    leader_tick: int = betterproto.uint64_field(8)
+    """
+    the leader's logical clock (ticks) when sent; echoed back, it dates the leader's lease
+    """
+
 
 @dataclass(eq=False, repr=False)
 class HeartbeatResponse(betterproto.Message):
@@ -198,6 +203,9 @@ class HeartbeatResponse(betterproto.Message):
 
     context: bytes = betterproto.bytes_field(7)
     """echo of the heartbeat's context"""
+
+    leader_tick: int = betterproto.uint64_field(8)
+    """echo of the heartbeat's leader_tick"""
 
 
 @dataclass(eq=False, repr=False)
