@@ -465,7 +465,8 @@ class RaftCore:
             v = self.votes.get(nid)
             if nid == self.id and self.role == Role.CANDIDATE:
                 # Our own vote counts only once it is durable, or a crash could let us vote twice in a term.
-                v = v and self.durable_term == self.term and self.durable_vote == self.id
+                # Until then it is undecided (None), not a refusal.
+                v = True if (v and self.durable_term == self.term and self.durable_vote == self.id) else None
             if v is True:
                 granted += 1
             elif v is False:

@@ -134,7 +134,8 @@ class Message:
 
     APP:        log_term/index = previous entry, entries = batch, commit = leader commit
     APP_RESP:   index = highest index now matching (accept) or the rejected prev index (reject);
-                reject_hint = follower's suggested next index, log_term = conflict term (0 if none)
+                reject_hint = the last index the follower may share with the leader (it resumes after it),
+                log_term = the follower's term at reject_hint (0 if none)
     (PRE_)VOTE: log_term/index = candidate's last entry; context = b"transfer" for a leadership transfer
     HEARTBEAT:  commit = min(leader commit, follower match); context = read-index context;
                 index = the leader's tick when sent (echoed in HEARTBEAT_RESP, for the leader lease)

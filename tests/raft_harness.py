@@ -36,8 +36,8 @@ from raft.types import (
     HardState,
     Message,
     MsgType,
-    Ready,
     ReadState,
+    Ready,
     Role,
     Snapshot,
     SnapshotMeta,
@@ -113,16 +113,19 @@ def msg(type: MsgType, frm: int, to: int, term: int, **kw) -> Message:
     return Message(type, to=to, frm=frm, term=term, **kw)
 
 
-def app(frm: int, to: int, term: int, prev_index: int, prev_term: int, ents: Iterable[tuple[int, int]] = (),
-        commit: int = 0) -> Message:
+def app(
+    frm: int, to: int, term: int, prev_index: int, prev_term: int, ents: Iterable[tuple[int, int]] = (), commit: int = 0
+) -> Message:
     """An APP message; `ents` is (index, term) pairs (data b"i<index>t<term>")."""
     entries = tuple(Entry(t, i, EntryType.NORMAL, f"i{i}t{t}".encode()) for i, t in ents)
-    return Message(MsgType.APP, to=to, frm=frm, term=term, index=prev_index, log_term=prev_term,
-                   entries=entries, commit=commit)
+    return Message(
+        MsgType.APP, to=to, frm=frm, term=term, index=prev_index, log_term=prev_term, entries=entries, commit=commit
+    )
 
 
-def vote_req(frm: int, to: int, term: int, last_index: int, last_term: int, pre: bool = False,
-             context: bytes = b"") -> Message:
+def vote_req(
+    frm: int, to: int, term: int, last_index: int, last_term: int, pre: bool = False, context: bytes = b""
+) -> Message:
     """A (PRE_)VOTE request from a candidate whose log ends at (last_index, last_term)."""
     t = MsgType.PRE_VOTE if pre else MsgType.VOTE
     return Message(t, to=to, frm=frm, term=term, index=last_index, log_term=last_term, context=context)

@@ -23,28 +23,58 @@ from tests.raft_harness import (
     snapshot_message,
     vote_req,
 )
-from tests.test_raft_paper import BUG_OWN_VOTE
 
 # =====================================================================================================
 # the two outboxes
 # =====================================================================================================
 
 OUTBOX_CASES = [
-    pytest.param("vote", MsgType.VOTE_RESP, False, "persist",
-                 id="Fig2 persistent state is updated on stable storage before responding: a vote grant waits for "
-                    "the vote to be durable"),
-    pytest.param("stale_vote", MsgType.VOTE_RESP, True, "now",
-                 id="a vote refusal promises nothing and may leave at once"),
-    pytest.param("pre_vote", MsgType.PRE_VOTE_RESP, False, "now",
-                 id="9.6 a pre-vote grant changes no durable state and may leave at once"),
-    pytest.param("append", MsgType.APP_RESP, False, "persist",
-                 id="Fig2 an append acknowledgement waits for the entries to be durable"),
-    pytest.param("bad_append", MsgType.APP_RESP, True, "persist",
-                 id="an append rejection travels with the acknowledgements, in order"),
-    pytest.param("heartbeat", MsgType.HEARTBEAT_RESP, False, "now",
-                 id="a heartbeat response promises nothing durable and may leave at once"),
-    pytest.param("snapshot", MsgType.APP_RESP, False, "persist",
-                 id="5 (compaction) an InstallSnapshot acknowledgement waits for the snapshot to be durable"),
+    pytest.param(
+        "vote",
+        MsgType.VOTE_RESP,
+        False,
+        "persist",
+        id="Fig2 persistent state is updated on stable storage before responding: a vote grant waits for "
+        "the vote to be durable",
+    ),
+    pytest.param(
+        "stale_vote", MsgType.VOTE_RESP, True, "now", id="a vote refusal promises nothing and may leave at once"
+    ),
+    pytest.param(
+        "pre_vote",
+        MsgType.PRE_VOTE_RESP,
+        False,
+        "now",
+        id="9.6 a pre-vote grant changes no durable state and may leave at once",
+    ),
+    pytest.param(
+        "append",
+        MsgType.APP_RESP,
+        False,
+        "persist",
+        id="Fig2 an append acknowledgement waits for the entries to be durable",
+    ),
+    pytest.param(
+        "bad_append",
+        MsgType.APP_RESP,
+        True,
+        "persist",
+        id="an append rejection travels with the acknowledgements, in order",
+    ),
+    pytest.param(
+        "heartbeat",
+        MsgType.HEARTBEAT_RESP,
+        False,
+        "now",
+        id="a heartbeat response promises nothing durable and may leave at once",
+    ),
+    pytest.param(
+        "snapshot",
+        MsgType.APP_RESP,
+        False,
+        "persist",
+        id="5 (compaction) an InstallSnapshot acknowledgement waits for the snapshot to be durable",
+    ),
 ]
 
 
@@ -166,7 +196,6 @@ def test_majority_of_other_voters_elects_without_own_vote():
     assert core.role == Role.LEADER
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_OWN_VOTE)
 def test_single_voter_elects_itself_once_its_vote_is_durable():
     """Implementation rule: a one-voter cluster's candidate wins as soon as its own vote is durable."""
     core = new_core(1, voters=[1])
@@ -177,7 +206,6 @@ def test_single_voter_elects_itself_once_its_vote_is_durable():
     assert core.role == Role.LEADER
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_OWN_VOTE)
 @pytest.mark.parametrize("n", [3, 4])
 def test_pending_own_vote_is_not_a_refusal(n):
     """§5.2: a candidate refused by one voter has not lost while its own (pending) vote and the others' grants

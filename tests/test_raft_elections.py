@@ -68,9 +68,14 @@ def test_lost_pre_vote_leaves_the_term_alone():
 
 PRE_VOTE_VOTER_CASES = [
     # voter: term 2, voted for 3, log ends (3, 2); request (term, last_index, last_term) -> grant?
-    pytest.param(3, 3, 2, True,
-                 id="9.6 a server grants a pre-vote for a later term if the candidate's log is up-to-date, even "
-                    "though it already voted in its own term"),
+    pytest.param(
+        3,
+        3,
+        2,
+        True,
+        id="9.6 a server grants a pre-vote for a later term if the candidate's log is up-to-date, even "
+        "though it already voted in its own term",
+    ),
     pytest.param(3, 2, 2, False, id="9.6 a server refuses a pre-vote if its own log is more up-to-date"),
     pytest.param(2, 3, 2, False, id="9.6 a pre-vote for the voter's own term is bound by its vote there"),
     pytest.param(1, 9, 9, False, id="9.6 a pre-vote for a stale term is refused"),
@@ -103,7 +108,9 @@ def test_pre_candidate_adopts_a_newer_term_from_a_refusal():
     "pre_vote,disrupted",
     [
         pytest.param(True, False, id="9.6 with pre-vote a rejoining partitioned server does not disrupt the leader"),
-        pytest.param(False, True, id="9.6 without pre-vote a rejoining server with an inflated term deposes the leader"),
+        pytest.param(
+            False, True, id="9.6 without pre-vote a rejoining server with an inflated term deposes the leader"
+        ),
     ],
 )
 def test_partitioned_server_rejoins(pre_vote, disrupted):
@@ -125,6 +132,22 @@ def test_partitioned_server_rejoins(pre_vote, disrupted):
     assert len(net.leaders()) == 1 and net[3].role != Role.LEADER
 
 
+def test_stale_leader_learns_the_new_term_from_append_replies():
+    """§5.1 "If a candidate or leader discovers that its term is out of date, it immediately reverts to follower
+    state" -- with pre-vote on, followers answer a stale leader's heartbeats with their newer term (only the stale
+    leader's clock runs here, so that answer is the only way it can learn)."""
+    net = Network(3, pre_vote=True)
+    net.elect(1)
+    net.isolate(1)
+    net.tick(3 * ELECTION, ids=[2, 3])
+    [new] = [i for i in net.leaders() if i != 1]
+    assert net[1].role == Role.LEADER and net[1].term < net[new].term
+    net.heal()
+    net.tick(1, ids=[1])
+    assert net[1].role == Role.FOLLOWER and net[1].term == net[new].term
+    assert net.leaders() == [new]
+
+
 # =====================================================================================================
 # check-quorum (§6.2)
 # =====================================================================================================
@@ -133,8 +156,12 @@ def test_partitioned_server_rejoins(pre_vote, disrupted):
 @pytest.mark.parametrize(
     "check_quorum,steps_down",
     [
-        pytest.param(True, True, id="6.2 a leader steps down if an election timeout elapses without a successful "
-                                    "round of heartbeats to a majority of its cluster"),
+        pytest.param(
+            True,
+            True,
+            id="6.2 a leader steps down if an election timeout elapses without a successful "
+            "round of heartbeats to a majority of its cluster",
+        ),
         pytest.param(False, False, id="6.2 without check-quorum an isolated leader keeps leading"),
     ],
 )
@@ -179,14 +206,27 @@ def test_check_quorum_steps_down_within_two_election_timeouts():
 # =====================================================================================================
 
 DISRUPT_CASES = [
-    pytest.param(True, False, b"", 0, False,
-                 id="4.2.3 if a server receives a RequestVote request within the minimum election timeout of hearing "
-                    "from a current leader, it does not update its term or grant its vote"),
+    pytest.param(
+        True,
+        False,
+        b"",
+        0,
+        False,
+        id="4.2.3 if a server receives a RequestVote request within the minimum election timeout of hearing "
+        "from a current leader, it does not update its term or grant its vote",
+    ),
     pytest.param(True, True, b"", 0, False, id="4.2.3 ... nor a pre-vote"),
-    pytest.param(True, False, TRANSFER, 0, True,
-                 id="3.10 a vote started by a leadership transfer may disrupt the leader's lease"),
-    pytest.param(True, False, b"", ELECTION, True,
-                 id="4.2.3 after an election timeout without hearing from the leader the server votes again"),
+    pytest.param(
+        True, False, TRANSFER, 0, True, id="3.10 a vote started by a leadership transfer may disrupt the leader's lease"
+    ),
+    pytest.param(
+        True,
+        False,
+        b"",
+        ELECTION,
+        True,
+        id="4.2.3 after an election timeout without hearing from the leader the server votes again",
+    ),
     pytest.param(False, False, b"", 0, True, id="4.2.3 without check-quorum there is no lease on votes"),
 ]
 
@@ -221,19 +261,23 @@ def test_leader_ignores_vote_requests_while_it_holds_its_lease():
 
 
 @pytest.mark.parametrize(
-    "warm,heeded",
+    "ticks,heeded",
     [
-        pytest.param(False, False, id="a node that just started acts as inside a leader's lease for one election "
-                                      "timeout (it may have acknowledged a leader before it crashed)"),
-        pytest.param(True, True, id="once an election timeout has passed, it votes"),
+        pytest.param(
+            0,
+            False,
+            id="a node that just started acts as inside a leader's lease for one election "
+            "timeout (it may have acknowledged a leader before it crashed)",
+        ),
+        pytest.param(ELECTION - 1, False, id="the restart lease lasts a full election timeout"),
+        pytest.param(ELECTION, True, id="once an election timeout has passed, it votes"),
     ],
 )
-def test_restarted_node_sits_out_one_election_timeout(warm, heeded):
+def test_restarted_node_sits_out_one_election_timeout(ticks, heeded):
     core = new_core(2, term=2, check_quorum=True, warm=False)
-    if warm:
-        for _ in range(ELECTION):
-            core.tick()
-        drain(core)
+    for _ in range(ticks):
+        core.tick()
+    drain(core)
     out = step(core, vote_req(3, 2, 9, 99, 99))
     resp = out.of(MsgType.VOTE_RESP)
     if heeded:

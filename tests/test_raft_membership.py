@@ -129,27 +129,28 @@ def test_the_last_voter_cannot_be_removed():
 def test_learner_receives_the_log_but_does_not_count_for_commitment():
     """§4.2.1 "the new server joins the cluster as a non-voting member. The leader replicates log entries to
     it, but it is not yet counted towards majorities for voting or commitment purposes"."""
-    net = Network(3, voters=[1, 2], learners=[3])
+    net = Network(4, voters=[1, 2, 3], learners=[4])
     net.elect(1)
     net.cut(1, 2)
+    net.cut(1, 3)
     [x] = net.propose(1, b"x")
-    assert net[3].log.last_index() == x
+    assert net[4].log.last_index() == x
     assert net[1].log.committed < x
     net.heal()
     net.tick(1)
-    assert net[1].log.committed == x and net[3].log.committed == x
+    assert net[1].log.committed == x and net[4].log.committed == x
 
 
 def test_learner_never_campaigns():
     """§4.2.1 a non-voting member takes no part in elections: it never starts one."""
-    net = Network(3, voters=[1, 2], learners=[3])
+    net = Network(4, voters=[1, 2, 3], learners=[4])
     net.elect(1)
     term = net[1].term
-    net.isolate(3)
+    net.isolate(4)
     net.clear_trace()
-    net.tick(5 * ELECTION, ids=[3])
-    assert net[3].role == Role.FOLLOWER and net[3].term == term
-    assert not [m for m in net.sent if m.frm == 3]
+    net.tick(5 * ELECTION, ids=[4])
+    assert net[4].role == Role.FOLLOWER and net[4].term == term
+    assert not [m for m in net.sent if m.frm == 4]
 
 
 def test_candidate_ignores_learners():
@@ -225,39 +226,71 @@ def test_removed_leader_manages_the_cluster_until_the_change_commits_then_steps_
     """§4.2.2 "the leader ... steps down once the Cnew entry is committed.  ... there will be a period of time
     (while it is committing Cnew) when a leader can manage a cluster that does not include itself; it replicates
     log entries but does not count itself in majorities"."""
-    net = Network(3)
+    net = Network(4)
     net.elect(1)
     net.stop(3)
+    net.stop(4)
     idx = net[1].propose_conf_change(_cc(REMOVE, 1))
     net.stabilize()
     assert net[2].log.last_index() == idx
-    assert net[1].role == Role.LEADER and net[1].log.committed < idx, (
-        "with 3 down, {2} alone is no majority of {2, 3}: the leader's own copy does not count"
-    )
+    assert (
+        net[1].role == Role.LEADER and net[1].log.committed < idx
+    ), "with 3 and 4 down, {2} alone is no majority of {2, 3, 4}: the leader's own copy does not count"
     with pytest.raises(NotLeader):
         net[1].propose(b"x")
     net.resume(3)
     net.tick(1, ids=[1])
     assert net[1].log.committed >= idx
     assert net[1].role == Role.FOLLOWER
+    net.resume(4)
     net.clear_trace()
     net.tick(5 * ELECTION)
-    assert len(net.leaders()) == 1 and net.leaders()[0] in (2, 3)
+    assert len(net.leaders()) == 1 and net.leaders()[0] in (2, 3, 4)
     assert not [m for m in net.sent if m.frm == 1 and m.type in (MsgType.VOTE, MsgType.PRE_VOTE)]
-    assert net[2].conf().voters == net[3].conf().voters == {2, 3}
+    assert all(net[i].conf().voters == {2, 3, 4} for i in (2, 3, 4))
 
 
-def test_removed_server_does_not_disrupt_the_cluster():
-    """§4.2.3 a removed server must not disrupt the cluster: once it holds the configuration without itself it
-    never campaigns."""
+def test_two_servers_left_after_removing_the_leader_elect_a_new_one():
+    """§4.2.2 after the removed leader steps down, "a new leader will be elected" among the remaining servers --
+    here two of them."""
     net = Network(3)
+    net.elect(1)
+    net[1].propose_conf_change(_cc(REMOVE, 1))
+    net.stabilize()
+    assert net[1].role == Role.FOLLOWER
+    net.tick(5 * ELECTION)
+    assert len(net.leaders()) == 1 and net.leaders()[0] in (2, 3)
+
+
+@pytest.mark.parametrize(
+    "pre_vote,check_quorum,disrupted",
+    [
+        pytest.param(
+            True,
+            True,
+            False,
+            id="4.2.3 servers ignore RequestVote within the minimum election timeout of hearing from a leader: "
+            "a removed server cannot disrupt the cluster",
+        ),
+        pytest.param(
+            False, False, True, id="4.2.3 without that rule, removed servers can disrupt the cluster with higher terms"
+        ),
+    ],
+)
+def test_removed_server_does_not_disrupt_the_cluster(pre_vote, check_quorum, disrupted):
+    """§4.2.3 "removed servers (those not in Cnew) can disrupt the cluster. These servers will not receive
+    heartbeats, so they will time out and start new elections" -- the leader never even sends it the entry that
+    removes it, so it keeps campaigning."""
+    net = Network(3, pre_vote=pre_vote, check_quorum=check_quorum)
     net.elect(1)
     net[1].propose_conf_change(_cc(REMOVE, 3))
     net.stabilize()
     net.tick(1)
     term = net[1].term
-    assert net[3].conf().voters == {1, 2}
+    assert net[1].conf().voters == net[2].conf().voters == {1, 2}
     net.clear_trace()
     net.tick(5 * ELECTION)
-    assert net.leaders() == [1] and net[1].term == term
-    assert not [m for m in net.sent if m.frm == 3]
+    assert [m for m in net.sent if m.frm == 3], "the removed server does try to campaign"
+    assert (net[1].term != term) is disrupted
+    if not disrupted:
+        assert net.leaders() == [1]

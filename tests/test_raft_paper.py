@@ -28,11 +28,6 @@ from tests.raft_harness import (
     vote_req,
 )
 
-BUG_OWN_VOTE = (
-    "suspected core bug: _poll counts the candidate's own not-yet-durable vote as a *rejection* "
-    "(`v = v and durable...` gives False, not None), so one- and two-voter clusters never elect a leader and "
-    "a candidate can lose on one refusal too few"
-)
 
 # =====================================================================================================
 # Figure 2, "Rules for Servers / All Servers"
@@ -68,8 +63,11 @@ HIGHER_TERM_CASES = [
 @pytest.mark.parametrize(
     "mtype,from_leader",
     HIGHER_TERM_CASES,
-    ids=[f"Fig2 If RPC request or response contains term T > currentTerm: set currentTerm = T, convert to "
-         f"follower ({t.name})" for t, _ in HIGHER_TERM_CASES],
+    ids=[
+        f"Fig2 If RPC request or response contains term T > currentTerm: set currentTerm = T, convert to "
+        f"follower ({t.name})"
+        for t, _ in HIGHER_TERM_CASES
+    ],
 )
 def test_higher_term_converts_to_follower(role, mtype, from_leader):
     core = _core_in_role(role)
@@ -204,24 +202,48 @@ def test_conversion_to_candidate(n):
 
 
 ELECTION_CASES = [
-    pytest.param(1, [], Role.LEADER, id="5.2 a single voter wins with its own vote",
-                 marks=pytest.mark.xfail(strict=True, reason=BUG_OWN_VOTE)),
-    pytest.param(2, [(2, True)], Role.LEADER, id="5.2 a candidate wins with both votes of two",
-                 marks=pytest.mark.xfail(strict=True, reason=BUG_OWN_VOTE)),
-    pytest.param(3, [(2, True)], Role.LEADER,
-                 id="5.2 a candidate wins an election if it receives votes from a majority (itself + 1 of 3)"),
+    pytest.param(
+        1,
+        [],
+        Role.LEADER,
+        id="5.2 a single voter wins with its own vote",
+    ),
+    pytest.param(
+        2,
+        [(2, True)],
+        Role.LEADER,
+        id="5.2 a candidate wins with both votes of two",
+    ),
+    pytest.param(
+        3,
+        [(2, True)],
+        Role.LEADER,
+        id="5.2 a candidate wins an election if it receives votes from a majority (itself + 1 of 3)",
+    ),
     pytest.param(3, [(2, True), (3, True)], Role.LEADER, id="5.2 wins with every vote of 3"),
     pytest.param(3, [], Role.CANDIDATE, id="5.2 without a majority it remains a candidate (no answer)"),
     pytest.param(3, [(2, False)], Role.CANDIDATE, id="5.2 one refusal of 3 leaves the election open"),
-    pytest.param(3, [(2, False), (3, False)], Role.FOLLOWER,
-                 id="5.2 a candidate refused by a majority has lost and returns to follower"),
+    pytest.param(
+        3,
+        [(2, False), (3, False)],
+        Role.FOLLOWER,
+        id="5.2 a candidate refused by a majority has lost and returns to follower",
+    ),
     pytest.param(5, [(2, True)], Role.CANDIDATE, id="5.2 2 votes of 5 are not a majority"),
     pytest.param(5, [(2, True), (3, True)], Role.LEADER, id="5.2 3 votes of 5 are a majority"),
     pytest.param(5, [(2, False), (3, False)], Role.CANDIDATE, id="5.2 2 refusals of 5 leave the election open"),
-    pytest.param(5, [(2, True), (3, False), (4, False), (5, False)], Role.FOLLOWER,
-                 id="5.2 3 refusals of 5 decide the election against the candidate"),
-    pytest.param(5, [(2, True), (2, True), (2, True)], Role.CANDIDATE,
-                 id="5.2 each server votes at most once: repeated grants from one voter count once"),
+    pytest.param(
+        5,
+        [(2, True), (3, False), (4, False), (5, False)],
+        Role.FOLLOWER,
+        id="5.2 3 refusals of 5 decide the election against the candidate",
+    ),
+    pytest.param(
+        5,
+        [(2, True), (2, True), (2, True)],
+        Role.CANDIDATE,
+        id="5.2 each server votes at most once: repeated grants from one voter count once",
+    ),
     pytest.param(3, [(7, True)], Role.CANDIDATE, id="5.2 grants from servers outside the configuration don't count"),
 ]
 
@@ -284,7 +306,6 @@ def test_candidate_starts_a_new_election_on_timeout():
     assert sorted((m.to, m.term) for m in out.of(MsgType.VOTE)) == [(2, 3), (3, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_OWN_VOTE)
 @pytest.mark.parametrize("n", [1, 2])
 def test_small_clusters_elect_a_leader(n):
     """§5.2 liveness: "Raft uses randomized election timeouts to ensure that ... elections are resolved quickly"
@@ -297,26 +318,96 @@ def test_small_clusters_elect_a_leader(n):
 # ----- split votes and election safety -----
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_at_most_one_leader_per_term(seed):
-    """§5.2 Election Safety: "at most one leader can be elected in a given term" -- under random message loss
-    and repeated partitions that cut off the current leader, with every node's timer running."""
-    net = Network(5, seed=seed)
+def _chaos(seed: int, check, rounds: int = 400, nodes: int = 5) -> Network:
+    """Run a cluster for `rounds` ticks under 20% message loss, cutting off the current leader every 40 ticks
+    and proposing now and then; `check(net)` runs after every tick.  Ends healed and quiet."""
+    net = Network(nodes, seed=seed)
     rng = random.Random(seed)
     lossy = lambda m: rng.random() < 0.2  # noqa: E731
     net.drop(lossy)
-    leaders: dict[int, int] = {}
-    for round_ in range(400):
+    for round_ in range(rounds):
         if round_ % 40 == 0:
             net.heal()
             net.drop(lossy)
             for nid in net.leaders():
                 if rng.random() < 0.7:
                     net.isolate(nid)
+        for nid in net.leaders():
+            if rng.random() < 0.3:
+                net[nid].propose(f"r{round_}".encode())
         net.tick(1)
+        check(net)
+    net.heal()
+    return net
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_at_most_one_leader_per_term(seed):
+    """§5.2 Election Safety: "at most one leader can be elected in a given term" -- under random message loss
+    and repeated partitions that cut off the current leader, with every node's timer running."""
+    leaders: dict[int, int] = {}
+
+    def check(net):
         for nid in net.leaders():
             assert leaders.setdefault(net[nid].term, nid) == nid, f"two leaders in term {net[nid].term}"
+
+    _chaos(seed, check)
     assert len(leaders) >= 3, "the partitions should have forced several elections"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_leader_completeness(seed):
+    """§5.4 Leader Completeness: "if a log entry is committed in a given term, then that entry will be present in
+    the logs of the leaders for all higher-numbered terms" -- checked for every entry applied anywhere."""
+    seen_leaders: set[tuple[int, int]] = set()
+
+    def check(net):
+        applied = {e.index: e for node in net.nodes.values() for e in node.applied}
+        for nid in net.leaders():
+            if (nid, net[nid].term) in seen_leaders:
+                continue
+            seen_leaders.add((nid, net[nid].term))
+            log = net[nid].log
+            for idx, e in applied.items():
+                assert log.entry(idx) == e, f"leader {nid} of term {net[nid].term} lacks committed entry {idx}"
+
+    _chaos(seed, check)
+    assert len(seen_leaders) >= 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_matching(seed):
+    """§5.3 Log Matching: "if two entries in different logs have the same index and term, then the logs are
+    identical in all preceding entries" -- checked for every pair of nodes after every tick."""
+
+    def check(net):
+        cores = [net[i] for i in net.nodes]
+        for a in cores:
+            for b in cores:
+                if a.id >= b.id:
+                    continue
+                top = min(a.log.last_index(), b.log.last_index())
+                while top > 0 and a.log.term(top) != b.log.term(top):
+                    top -= 1
+                assert a.log.entries[:top] == b.log.entries[:top], f"logs of {a.id} and {b.id} differ below {top}"
+
+    _chaos(seed, check, rounds=200)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_leader_retries_until_every_follower_has_every_entry(seed):
+    """§5.3 "the leader retries AppendEntries RPCs indefinitely ... until all followers eventually store all log
+    entries"; §5.4.3 State Machine Safety: every server applies the same entries in the same order."""
+    net = _chaos(seed, lambda net: None, rounds=200)
+    net.tick(3 * ELECTION)
+    [leader] = net.leaders()
+    [x] = net.propose(leader, b"final")
+    net.tick(1)
+    ref = net[leader].log.entries
+    for nid, node in net.nodes.items():
+        assert node.core.log.entries == ref
+        assert node.core.log.committed == x
+        assert node.applied == ref[1:x]  # entry 1 (bootstrap) was applied before the start
 
 
 # =====================================================================================================
@@ -335,10 +426,15 @@ def test_vote_request_with_stale_term_is_not_granted():
 VOTE_FCFS_CASES = [
     pytest.param(NONE, False, True, id="Fig2 RequestVote 2: if votedFor is null ... grant vote"),
     pytest.param(2, False, True, id="Fig2 RequestVote 2: if votedFor is candidateId ... grant vote (again)"),
-    pytest.param(3, False, False,
-                 id="5.2 each server will vote for at most one candidate in a given term, first-come-first-served"),
-    pytest.param(NONE, True, False,
-                 id="5.2 a follower that already knows this term's leader gives no vote in that term"),
+    pytest.param(
+        3,
+        False,
+        False,
+        id="5.2 each server will vote for at most one candidate in a given term, first-come-first-served",
+    ),
+    pytest.param(
+        NONE, True, False, id="5.2 a follower that already knows this term's leader gives no vote in that term"
+    ),
 ]
 
 
@@ -485,12 +581,14 @@ def test_successful_append_updates_next_and_match_index():
 COMMIT_CASES = [
     # leader 1 of 5, term 3; log: 2@t2 3@t2 4@t3 (no-op) 5@t3; the leader's own match is 5
     pytest.param({2: 5}, 1, id="Fig2 Leaders: commit needs a majority of matchIndex >= N (2 of 5 is not)"),
-    pytest.param({2: 5, 3: 5}, 5, id="Fig2 Leaders: a majority of matchIndex[i] >= N and log[N].term == "
-                                       "currentTerm: set commitIndex = N"),
+    pytest.param(
+        {2: 5, 3: 5},
+        5,
+        id="Fig2 Leaders: a majority of matchIndex[i] >= N and log[N].term == " "currentTerm: set commitIndex = N",
+    ),
     pytest.param({2: 4, 3: 4}, 4, id="Fig2 Leaders: commitIndex = the largest such N"),
     pytest.param({2: 5, 3: 4, 4: 3}, 4, id="Fig2 Leaders: the median matchIndex decides"),
-    pytest.param({2: 3, 3: 3}, 1,
-                 id="5.4.2 Raft never commits log entries from previous terms by counting replicas"),
+    pytest.param({2: 3, 3: 3}, 1, id="5.4.2 Raft never commits log entries from previous terms by counting replicas"),
     pytest.param({2: 5, 3: 3, 4: 3}, 1, id="5.4.2 a majority on an old-term entry commits nothing"),
 ]
 
@@ -542,12 +640,16 @@ def test_append_with_stale_term_is_rejected(pre_vote, check_quorum):
 
 CONSISTENCY_CASES = [
     # follower log: 1@t1(conf) 2@t1 3@t2; (prev_index, prev_term) -> (reject, index, hint, hint_term)
-    pytest.param(3, 2, (False, 3, 0, 0), id="Fig2 AppendEntries: accept when the entry at prevLogIndex has prevLogTerm"),
+    pytest.param(
+        3, 2, (False, 3, 0, 0), id="Fig2 AppendEntries: accept when the entry at prevLogIndex has prevLogTerm"
+    ),
     pytest.param(2, 1, (False, 2, 0, 0), id="Fig2 AppendEntries: accept a match in the middle of the log"),
-    pytest.param(4, 2, (True, 4, 3, 2),
-                 id="Fig2 AppendEntries 2: Reply false if log doesn't contain an entry at prevLogIndex"),
-    pytest.param(3, 3, (True, 3, 3, 2),
-                 id="Fig2 AppendEntries 2: Reply false if the entry at prevLogIndex has another term"),
+    pytest.param(
+        4, 2, (True, 4, 3, 2), id="Fig2 AppendEntries 2: Reply false if log doesn't contain an entry at prevLogIndex"
+    ),
+    pytest.param(
+        3, 3, (True, 3, 3, 2), id="Fig2 AppendEntries 2: Reply false if the entry at prevLogIndex has another term"
+    ),
     pytest.param(2, 2, (True, 2, 2, 1), id="Fig2 AppendEntries 2: reject a term mismatch in the middle"),
     pytest.param(5, 3, (True, 5, 3, 2), id="Fig2 AppendEntries 2: reject well past the end of the log"),
     pytest.param(0, 0, (False, 1, 0, 0), id="an append before the commit index is acknowledged at the commit index"),
@@ -571,16 +673,37 @@ def test_append_consistency_check(prev_index, prev_term, expected):
 
 CONFLICT_CASES = [
     # follower log: 1@t1(conf) 2@t1 3@t2, commit 1; expected terms of 2.., indexes (re)written to disk
-    pytest.param(3, 2, [(4, 3), (5, 3)], [1, 2, 3, 3], [4, 5],
-                 id="Fig2 AppendEntries 4: Append any new entries not already in the log"),
-    pytest.param(2, 1, [(3, 3), (4, 4)], [1, 3, 4], [3, 4],
-                 id="Fig2 AppendEntries 3: If an existing entry conflicts with a new one (same index but different "
-                    "terms), delete the existing entry and all that follow it"),
-    pytest.param(1, 1, [(2, 3)], [3], [2], id="Fig2 AppendEntries 3: a conflict at the first new entry drops the whole tail"),
-    pytest.param(1, 1, [(2, 1)], [1, 2], [],
-                 id="Fig2 AppendEntries 3-4: entries already held are kept; later entries are not truncated"),
-    pytest.param(1, 1, [(2, 1), (3, 2), (4, 2)], [1, 2, 2], [4],
-                 id="Fig2 AppendEntries 4: skip held entries, append the rest"),
+    pytest.param(
+        3,
+        2,
+        [(4, 3), (5, 3)],
+        [1, 2, 3, 3],
+        [4, 5],
+        id="Fig2 AppendEntries 4: Append any new entries not already in the log",
+    ),
+    pytest.param(
+        2,
+        1,
+        [(3, 3), (4, 4)],
+        [1, 3, 4],
+        [3, 4],
+        id="Fig2 AppendEntries 3: If an existing entry conflicts with a new one (same index but different "
+        "terms), delete the existing entry and all that follow it",
+    ),
+    pytest.param(
+        1, 1, [(2, 3)], [3], [2], id="Fig2 AppendEntries 3: a conflict at the first new entry drops the whole tail"
+    ),
+    pytest.param(
+        1,
+        1,
+        [(2, 1)],
+        [1, 2],
+        [],
+        id="Fig2 AppendEntries 3-4: entries already held are kept; later entries are not truncated",
+    ),
+    pytest.param(
+        1, 1, [(2, 1), (3, 2), (4, 2)], [1, 2, 2], [4], id="Fig2 AppendEntries 4: skip held entries, append the rest"
+    ),
 ]
 
 
@@ -596,11 +719,19 @@ def test_append_conflicting_and_new_entries(prev_index, prev_term, ents, expecte
 
 COMMIT_FOLLOW_CASES = [
     # follower log: 1@t1 2@t1 3@t2, commit 1
-    pytest.param(3, 2, [], 2, 2, id="Fig2 AppendEntries 5: If leaderCommit > commitIndex, set commitIndex = leaderCommit"),
+    pytest.param(
+        3, 2, [], 2, 2, id="Fig2 AppendEntries 5: If leaderCommit > commitIndex, set commitIndex = leaderCommit"
+    ),
     pytest.param(3, 2, [], 3, 3, id="Fig2 AppendEntries 5: commit up to the last entry"),
     pytest.param(3, 2, [], 9, 3, id="Fig2 AppendEntries 5: commitIndex = min(leaderCommit, index of last new entry)"),
-    pytest.param(1, 1, [(2, 1)], 3, 2,
-                 id="Fig2 AppendEntries 5: the limit is the last *new* entry, not the end of the follower's log"),
+    pytest.param(
+        1,
+        1,
+        [(2, 1)],
+        3,
+        2,
+        id="Fig2 AppendEntries 5: the limit is the last *new* entry, not the end of the follower's log",
+    ),
     pytest.param(2, 1, [], 3, 2, id="Fig2 AppendEntries 5: a heartbeat-style append only vouches for prevLogIndex"),
     pytest.param(3, 2, [(4, 2)], 9, 4, id="Fig2 AppendEntries 5: commit through newly appended entries"),
 ]
@@ -625,8 +756,10 @@ def test_follower_commit_index_never_decreases():
 
 @pytest.mark.parametrize(
     "order",
-    [pytest.param("dup", id="5.5 Raft RPCs are idempotent: a repeated AppendEntries changes nothing"),
-     pytest.param("reorder", id="5.5 an older, shorter AppendEntries arriving late does not truncate the log")],
+    [
+        pytest.param("dup", id="5.5 Raft RPCs are idempotent: a repeated AppendEntries changes nothing"),
+        pytest.param("reorder", id="5.5 an older, shorter AppendEntries arriving late does not truncate the log"),
+    ],
 )
 def test_appends_are_idempotent(order):
     core = new_core(2, term=2)
@@ -656,8 +789,13 @@ FIGURE_7 = {
 LEADER_7 = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
 
 
-@pytest.mark.parametrize("case", sorted(FIGURE_7), ids=[f"5.3 Figure 7 ({c}): the leader forces the follower's "
-                                                       f"log to duplicate its own" for c in sorted(FIGURE_7)])
+@pytest.mark.parametrize(
+    "case",
+    sorted(FIGURE_7),
+    ids=[
+        f"5.3 Figure 7 ({c}): the leader forces the follower's " f"log to duplicate its own" for c in sorted(FIGURE_7)
+    ],
+)
 def test_leader_brings_figure_7_followers_in_line(case):
     """§5.3 "the leader handles inconsistencies by forcing the followers' logs to duplicate its own ...
     Conflicting entries in follower logs will be overwritten"; Fig2 "If AppendEntries fails because of log

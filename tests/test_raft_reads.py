@@ -159,8 +159,13 @@ def test_single_voter_leader_answers_at_once():
     "check_quorum,silent_ticks,immediate",
     [
         pytest.param(True, 0, True, id="6.4 lease: a leader answers a read at once while its lease holds"),
-        pytest.param(True, ELECTION - 3, True, id="6.4 lease: the lease lasts an election timeout (minus a clock "
-                                                     "margin) after the heartbeat a majority acknowledged"),
+        pytest.param(
+            True,
+            ELECTION - 3,
+            True,
+            id="6.4 lease: the lease lasts an election timeout (minus a clock "
+            "margin) after the heartbeat a majority acknowledged",
+        ),
         pytest.param(True, ELECTION - 2, False, id="6.4 lease: after that it needs a heartbeat round again"),
         pytest.param(False, 0, False, id="6.4 lease: without check-quorum followers grant no lease"),
     ],

@@ -26,12 +26,26 @@ def _state(core, nid):
 
 FOLLOWER_HINT_CASES = [
     # follower log terms (from index 2), leader's (prev_index, prev_term) -> (hint index, hint term)
-    pytest.param([1, 2, 2, 2], 5, 3, (5, 2),
-                 id="5.3 the rejection names the follower's conflicting term and the index to back up to"),
-    pytest.param([1, 2, 2, 2], 9, 4, (5, 2), id="5.3 a rejection past the end of the log hints at the follower's last entry"),
-    pytest.param([1, 4, 4, 4], 5, 3, (2, 1),
-                 id="5.3 the follower skips every entry of a term newer than prevLogTerm (one round trip per term)"),
-    pytest.param([3, 3, 3], 4, 2, (1, 1), id="5.3 with every entry newer, the hint falls back to a surely-shared prefix"),
+    pytest.param(
+        [1, 2, 2, 2],
+        5,
+        3,
+        (5, 2),
+        id="5.3 the rejection names the follower's conflicting term and the index to back up to",
+    ),
+    pytest.param(
+        [1, 2, 2, 2], 9, 4, (5, 2), id="5.3 a rejection past the end of the log hints at the follower's last entry"
+    ),
+    pytest.param(
+        [1, 4, 4, 4],
+        5,
+        3,
+        (2, 1),
+        id="5.3 the follower skips every entry of a term newer than prevLogTerm (one round trip per term)",
+    ),
+    pytest.param(
+        [3, 3, 3], 4, 2, (1, 1), id="5.3 with every entry newer, the hint falls back to a surely-shared prefix"
+    ),
 ]
 
 

@@ -92,9 +92,11 @@ def test_transfer_is_aborted_after_an_election_timeout():
 
 @pytest.mark.parametrize(
     "target",
-    [pytest.param(1, id="3.10 a transfer to the leader itself is a no-op"),
-     pytest.param(9, id="3.10 a transfer to a server outside the configuration is ignored"),
-     pytest.param(4, id="3.10 a transfer to a learner (it cannot be elected) is ignored")],
+    [
+        pytest.param(1, id="3.10 a transfer to the leader itself is a no-op"),
+        pytest.param(9, id="3.10 a transfer to a server outside the configuration is ignored"),
+        pytest.param(4, id="3.10 a transfer to a learner (it cannot be elected) is ignored"),
+    ],
 )
 def test_transfer_to_an_unsuitable_target_is_ignored(target):
     core = new_core(1, learners=[4])
@@ -134,4 +136,3 @@ def test_timeout_now_to_a_learner_is_ignored():
     out = step(core, msg(MsgType.TIMEOUT_NOW, 1, 4, 2))
     assert core.role == Role.FOLLOWER and core.term == 2
     assert not out.of(MsgType.VOTE)
-

@@ -1,0 +1,144 @@
+"""Cluster and node configuration: the `cluster.toml` an operator writes, and its defaults.
+
+    cluster_id = "railraft-local"
+    data_dir = "data"            # node N keeps its files under data_dir/node<N>
+    tick_ms = 50                 # one Raft tick
+    election_ticks = 10          # election timeout: 10..20 ticks
+    heartbeat_ticks = 1
+    snapshot_entries = 10000     # take a snapshot (and compact the log) every this many applied entries
+
+    [[nodes]]
+    id = 1
+    host = "127.0.0.1"
+    port = 50051
+    # metrics_port = 9101        (optional)
+
+The defaults give 3 nodes on 127.0.0.1 ports 50051-50053.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message says why."""
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """Where one node listens."""
+
+    id: int
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """host:port"""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything every node agrees on at start."""
+
+    cluster_id: str = "railraft-local"
+    data_dir: Path = Path("data")
+    tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_entries: int = 10000
+    nodes: tuple[NodeAddress, ...] = field(
+        default_factory=lambda: tuple(NodeAddress(i, "127.0.0.1", 50050 + i) for i in (1, 2, 3))
+    )
+
+    def node(self, node_id: int) -> NodeAddress:
+        """The address of node `node_id`; ConfigError if it is not listed."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise ConfigError(f"node {node_id} is not in the cluster configuration (ids: {self.ids()})")
+
+    def ids(self) -> list[int]:
+        """Node ids, ascending."""
+        return sorted(n.id for n in self.nodes)
+
+    def node_dir(self, node_id: int) -> Path:
+        """Data directory of one node."""
+        return self.data_dir / f"node{node_id}"
+
+    def with_node(self, addr: NodeAddress) -> ClusterConfig:
+        """A copy with `addr` added (or replacing the node with the same id)."""
+        rest = tuple(n for n in self.nodes if n.id != addr.id)
+        return replace(self, nodes=tuple(sorted(rest + (addr,), key=lambda n: n.id)))
+
+    def to_toml(self) -> str:
+        """Render as cluster.toml text (what `load_config` reads back)."""
+        lines = [
+            f'cluster_id = "{self.cluster_id}"',
+            f'data_dir = "{self.data_dir}"',
+            f"tick_ms = {self.tick_ms}",
+            f"election_ticks = {self.election_ticks}",
+            f"heartbeat_ticks = {self.heartbeat_ticks}",
+            f"snapshot_entries = {self.snapshot_entries}",
+        ]
+        for n in self.nodes:
+            lines += ["", "[[nodes]]", f"id = {n.id}", f'host = "{n.host}"', f"port = {n.port}"]
+        return "\n".join(lines) + "\n"
+
+
+def default_config(nodes: int = 3, port: int = 50051, data_dir: str | Path = "data") -> ClusterConfig:
+    """`nodes` nodes on 127.0.0.1 from `port` upwards."""
+    if nodes < 1:
+        raise ConfigError("a cluster needs at least one node")
+    return ClusterConfig(
+        data_dir=Path(data_dir),
+        nodes=tuple(NodeAddress(i + 1, "127.0.0.1", port + i) for i in range(nodes)),
+    )
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    """Read cluster.toml; relative data_dir is taken relative to the file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    base = ClusterConfig()
+    nodes_raw = raw.get("nodes")
+    nodes = base.nodes
+    if nodes_raw is not None:
+        if not isinstance(nodes_raw, list) or not nodes_raw:
+            raise ConfigError(f"{path}: [[nodes]] must list at least one node")
+        parsed = []
+        for item in nodes_raw:
+            try:
+                parsed.append(NodeAddress(int(item["id"]), str(item.get("host", "127.0.0.1")), int(item["port"])))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ConfigError(f"{path}: bad [[nodes]] entry {item!r}: {e}") from None
+        ids = [n.id for n in parsed]
+        if len(set(ids)) != len(ids) or min(ids) < 1:
+            raise ConfigError(f"{path}: node ids must be unique and >= 1 (got {ids})")
+        nodes = tuple(sorted(parsed, key=lambda n: n.id))
+    data_dir = Path(raw.get("data_dir", str(base.data_dir)))
+    if not data_dir.is_absolute():
+        data_dir = path.parent / data_dir
+    cfg = ClusterConfig(
+        cluster_id=str(raw.get("cluster_id", base.cluster_id)),
+        data_dir=data_dir,
+        tick_ms=int(raw.get("tick_ms", base.tick_ms)),
+        election_ticks=int(raw.get("election_ticks", base.election_ticks)),
+        heartbeat_ticks=int(raw.get("heartbeat_ticks", base.heartbeat_ticks)),
+        snapshot_entries=int(raw.get("snapshot_entries", base.snapshot_entries)),
+        nodes=nodes,
+    )
+    if cfg.tick_ms < 1 or cfg.election_ticks <= cfg.heartbeat_ticks or cfg.heartbeat_ticks < 1:
+        raise ConfigError(f"{path}: need tick_ms >= 1 and 1 <= heartbeat_ticks < election_ticks")
+    if cfg.snapshot_entries < 1:
+        raise ConfigError(f"{path}: snapshot_entries must be >= 1")
+    return cfg

@@ -1,0 +1,739 @@
+"""One railraft node: the Raft core driven by a tree of supervised Trio actors.
+
+    node (nursery)
+     ├─ consensus      owns raft.RaftCore; one inbox; turns each Ready into work for the others
+     ├─ election timer ticks -> consensus inbox
+     ├─ log writer     persists Readys (one fsync per batch), then reports Persisted so acks can go
+     ├─ replicator xN  one per peer: moves batches of messages and streams snapshots
+     ├─ applier        applies committed entries in order through the DB writer, answers waiting proposers
+     │                 with THEIR result and releases reads once applied >= read index
+     └─ DB writer      the single aiosqlite writer (store.db.Database), one transaction per applied batch
+
+Only one Ready is outstanding at a time: while the log writer fsyncs, the consensus actor keeps stepping
+messages and proposals into the core, so the next Ready carries all of them (group commit).  Messages that
+promise nothing durable (appends, heartbeats, vote requests) leave at once through `take_messages`.
+
+The public methods (`propose`, `read_barrier`, `status`, `change_membership`, `transfer_leadership`) are
+what the gateway services call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from raft.core import Config as RaftConfig
+from raft.core import RaftCore, bootstrap_entries
+from raft.filestorage import FileStorage
+from raft.storage import LogStorage
+from raft.types import (
+    NONE,
+    ConfChange,
+    Entry,
+    EntryType,
+    Message,
+    MsgType,
+    NotLeader,
+    RaftError,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+
+from .messages import (
+    ApplyEntries,
+    Call,
+    ChangeMembership,
+    CompactLog,
+    Inbound,
+    InstallSnapshot,
+    Persisted,
+    PersistReady,
+    Propose,
+    ReadBarrier,
+    Reply,
+    SnapshotTaken,
+    Tick,
+    TransferLeadership,
+)
+from .supervisor import ActorCrashInjector, ActorSpec, RestartPolicy, supervise
+from .transport import LinkFactory, PeerLink, PeerUnavailable
+
+log = logging.getLogger("railraft.node")
+
+INBOX_SIZE = 4096
+PEER_QUEUE = 8192
+BATCH_MAX = 512
+
+
+class NotLeaderError(Exception):
+    """This node cannot serve the request; `leader_id`/`leader_addr` hint at who can (0/"" = unknown)."""
+
+    def __init__(self, leader_id: int, leader_addr: str, what: str = "not the leader") -> None:
+        super().__init__(f"{what} (leader: {leader_addr or 'unknown'})")
+        self.leader_id = leader_id
+        self.leader_addr = leader_addr
+
+
+class ProposalLost(Exception):
+    """The entry was not committed at its index (leadership changed); retrying with the same request id is safe."""
+
+
+class NodeStopping(Exception):
+    """The node is shutting down and takes no new requests."""
+
+
+@dataclass
+class NodeSettings:
+    """What one node needs to run."""
+
+    id: int
+    cluster_id: str
+    data_dir: Path
+    host: str
+    port: int
+    peers: dict[int, tuple[str, int]]  # every node's address we know at start (may include ourselves)
+    initial_voters: list[int]  # founding members; empty when joining an existing cluster
+    tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_entries: int = 10000
+    seed: int | None = None
+    restart_policy: RestartPolicy = RestartPolicy()
+
+    @property
+    def db_path(self) -> Path:
+        """The node's SQLite file, named as in the original system."""
+        return self.data_dir / f"Node{self.id}TicketBooking.db"
+
+    @property
+    def raft_dir(self) -> Path:
+        """Raft log segments and the term/vote file."""
+        return self.data_dir / "raft"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """State-machine snapshots (SQLite copies)."""
+        return self.data_dir / "snapshots"
+
+
+@dataclass
+class _Waiter:
+    term: int
+    reply: Reply = field(default_factory=Reply)
+
+
+class Node:
+    """A running node.  Create it, then `await nursery.start(node.run)`."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        db: Any,
+        link_factory: LinkFactory,
+        storage: LogStorage | None = None,
+        crash_injector: ActorCrashInjector | None = None,
+        on_apply: Callable[[list[tuple[Entry, Any]]], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.id = settings.id
+        self.db = db
+        self.link_factory = link_factory
+        self.storage = storage if storage is not None else FileStorage(settings.raft_dir)
+        self.crash = crash_injector or ActorCrashInjector()
+        self.on_apply = on_apply
+        self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
+        self.addresses[self.id] = (settings.host, settings.port)
+        self.started_at = time.monotonic()
+        self.stopping = False
+        self.log_bytes = 0
+        self.applied_index = 0
+        self.snapshot_index = 0
+        self.snapshot_path: Path | None = None
+        self.core: RaftCore
+        self.role = Role.FOLLOWER
+        self.leader = NONE
+        self.term = 0
+        self.leader_changes = 0
+        self.waiters: dict[int, _Waiter] = {}
+        self.reads: dict[bytes, Reply] = {}
+        self.read_queue: list[tuple[int, bytes]] = []
+        self._ctx = itertools.count(1)
+        self._ctx_prefix = os.urandom(4)
+        self.peer_out: dict[int, trio.MemorySendChannel] = {}
+        self.peer_scopes: dict[int, trio.CancelScope] = {}
+        self.dropped_messages = 0
+        self.leadership_listeners: list[Callable[[int, int, int], None]] = []
+        # Inboxes live as long as the node, so a restarted actor resumes on the same one.
+        self.consensus_in, self._consensus_rx = trio.open_memory_channel[Any](INBOX_SIZE)
+        self.writer_in, self._writer_rx = trio.open_memory_channel[Any](1)
+        self.applier_in, self._applier_rx = trio.open_memory_channel[Any](64)
+        self._ready_outstanding = False
+        self._pending_apply: list[ApplyEntries] = []
+        self._pending_writer: list[CompactLog] = []
+        self._conf_index = -1
+        self._nursery: trio.Nursery | None = None
+        self._peer_nursery: trio.Nursery | None = None
+
+    # ================= lifecycle =================
+    def _recover(self) -> None:
+        rec = self.storage.load()
+        for line in rec.report:
+            log.warning("node %d: log recovery: %s", self.id, line)
+        hs, snap, entries = rec.hard_state, rec.snapshot, rec.entries
+        if hs.term == 0 and not entries and snap.index == 0 and self.s.initial_voters:
+            if self.id not in self.s.initial_voters:
+                raise RuntimeError(f"node {self.id} is not one of the founding voters {self.s.initial_voters}")
+            hs, entries = bootstrap_entries(self.s.initial_voters)
+            self.storage.save(hard_state=hs, entries=entries)
+            log.info("node %d: bootstrapped a new cluster with voters %s", self.id, self.s.initial_voters)
+        self.snapshot_index = snap.index
+        self._recovered = (hs, snap, entries)
+
+    async def _open_state_machine(self) -> None:
+        hs, snap, entries = self._recovered
+        self.s.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        latest = self._latest_snapshot_file()
+        applied = await self.db.applied_index()
+        if snap.index > applied:
+            # The database is older than the log's snapshot (e.g. deleted): restore it from the snapshot file.
+            if latest is None or latest[0] < snap.index:
+                raise RuntimeError(
+                    f"node {self.id}: the log starts after index {snap.index} but the database is at {applied} "
+                    "and no snapshot file covers the gap"
+                )
+            applied = await self.db.install_snapshot(latest[1])
+            log.warning("node %d: restored the database from snapshot %s", self.id, latest[1])
+        if latest is not None:
+            self.snapshot_path = latest[1]
+        self.applied_index = applied
+        self.core = RaftCore(
+            RaftConfig(
+                self.id,
+                election_tick=self.s.election_ticks,
+                heartbeat_tick=self.s.heartbeat_ticks,
+            ),
+            random.Random(self.s.seed),
+            hs,
+            snap,
+            entries,
+            applied=applied,
+        )
+        self.term = self.core.term
+
+    def _latest_snapshot_file(self) -> tuple[int, Path] | None:
+        best: tuple[int, Path] | None = None
+        for p in self.s.snapshot_dir.glob("snap-*.db"):
+            try:
+                idx = int(p.stem.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if best is None or idx > best[0]:
+                best = (idx, p)
+        return best
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every actor until cancelled (or until one escalates)."""
+        self.s.data_dir.mkdir(parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(self._recover)
+        await self._open_state_machine()
+        policy = self.s.restart_policy
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(supervise, ActorSpec("db-writer+applier", self._applier, policy))
+                await nursery.start(supervise, ActorSpec("log-writer", self._log_writer, policy))
+                await nursery.start(supervise, ActorSpec("consensus", self._consensus, policy))
+                await nursery.start(supervise, ActorSpec("election-timer", self._ticker, policy))
+                self._peer_nursery = await nursery.start(self._peer_supervisor)
+                self._sync_replicators()
+                log.info(
+                    "node %d up: %s:%d, term %d, applied %d, voters %s",
+                    self.id, self.s.host, self.s.port, self.core.term, self.applied_index,
+                    sorted(self.core.conf().voters),
+                )
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+    async def _close(self) -> None:
+        for reply in self.reads.values():
+            reply.fail(NodeStopping("node stopping"))
+        for w in self.waiters.values():
+            w.reply.fail(NodeStopping("node stopping"))
+        try:
+            await trio.to_thread.run_sync(self.storage.close)
+        except Exception:  # noqa: BLE001 - closing is best effort; the log is fsynced already
+            log.exception("closing the Raft log")
+
+    async def _peer_supervisor(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as n:
+            task_status.started(n)
+            await trio.sleep_forever()
+
+    # ================= public API (gateway) =================
+    def leader_address(self) -> str:
+        """host:port of the leader as far as we know ("" if unknown)."""
+        addr = self.addresses.get(self.leader)
+        return f"{addr[0]}:{addr[1]}" if addr and self.leader != NONE else ""
+
+    def is_leader(self) -> bool:
+        """Does this node lead right now (as far as it knows)?"""
+        return self.role == Role.LEADER
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[Any, int]:
+        """Replicate a command and wait until it is applied here; returns (its apply result, index).
+
+        Raises NotLeaderError (with a leader hint) on followers, ProposalLost if leadership changed before the
+        entry committed, NodeStopping during shutdown.  The caller bounds the wait with its deadline.
+        """
+        return (await self.propose_many([data], timeout))[0]
+
+    async def propose_many(self, datas: list[bytes], timeout: float | None = None) -> list[tuple[Any, int]]:
+        """Several commands in one log append; results in order.  TimeoutError after `timeout` seconds."""
+        if self.stopping:
+            raise NodeStopping("node is stopping")
+        with _deadline(timeout, "the write"):
+            reply = Reply()
+            await self.consensus_in.send(Propose(tuple(datas), reply))
+            placed = await reply.wait()  # [(index, waiter)] or raises NotLeaderError
+            return [(await w.reply.wait(), index) for index, w in placed]
+
+    async def read_barrier(self, lease: bool = False, timeout: float | None = None) -> int:
+        """Wait until this node's state machine reflects every write committed before the call (ReadIndex).
+
+        Works on followers too (the leader confirms the read index).  Returns the read index.  The caller
+        bounds the wait; with no reachable leader it never completes.
+        """
+        if self.stopping:
+            raise NodeStopping("node is stopping")
+        ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
+        reply = Reply()
+        self.reads[ctx] = reply
+        try:
+            with _deadline(timeout, "the read"):
+                await self.consensus_in.send(ReadBarrier(ctx, lease))
+                return await reply.wait()
+        finally:
+            self.reads.pop(ctx, None)
+
+    async def call(self, fn: Callable[[RaftCore], Any]) -> Any:
+        """Run fn(core) inside the consensus actor (serialized with everything else)."""
+        reply = Reply()
+        await self.consensus_in.send(Call(fn, reply))
+        return await reply.wait()
+
+    async def change_membership(self, change: ConfChange) -> tuple[int, int]:
+        """Propose a membership change on the leader; returns the CONF entry's (index, term) once applied."""
+        reply = Reply()
+        await self.consensus_in.send(ChangeMembership(change, reply))
+        index, w = await reply.wait()
+        await w.reply.wait()
+        return index, w.term
+
+    async def transfer_leadership(self, target: int) -> None:
+        """Ask the leader (us) to hand over to `target`; returns at once, watch `leader` for the outcome."""
+        await self.consensus_in.send(TransferLeadership(target))
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of what this node knows, for operators."""
+        st = self.core.status()
+        st.update(
+            address=f"{self.s.host}:{self.s.port}",
+            pid=os.getpid(),
+            cluster_id=self.s.cluster_id,
+            applied=self.applied_index,
+            log_bytes=self.log_bytes,
+            leader_address=self.leader_address(),
+            uptime_s=time.monotonic() - self.started_at,
+            members={nid: f"{h}:{p}" for nid, (h, p) in sorted(self.addresses.items())},
+            dropped_messages=self.dropped_messages,
+        )
+        return st
+
+    def set_address(self, node_id: int, host: str, port: int) -> None:
+        """Learn where a node listens (from the replicated address book)."""
+        if self.addresses.get(node_id) != (host, port):
+            self.addresses[node_id] = (host, port)
+            if node_id in self.peer_scopes:
+                self.peer_scopes.pop(node_id).cancel()
+                self.peer_out.pop(node_id, None)
+            self._sync_replicators()
+
+    async def deliver(self, msgs: list[Message]) -> None:
+        """Messages from the network (gateway.peer_service calls this)."""
+        if msgs:
+            await self.consensus_in.send(Inbound(tuple(msgs)))
+
+    async def receive_snapshot(self, msg: Message, path: Path) -> bool:
+        """A complete snapshot file arrived: hand it to consensus (it decides whether to install it)."""
+        assert msg.snapshot is not None
+        dest = self.s.snapshot_dir / f"recv-{msg.snapshot.meta.index}-{os.urandom(4).hex()}.db"
+        await trio.to_thread.run_sync(shutil.move, str(path), str(dest))
+        m = Message(
+            MsgType.SNAP, msg.to, msg.frm, msg.term, msg.log_term, msg.index, (), msg.commit, False, 0,
+            Snapshot(msg.snapshot.meta, dest), msg.context,
+        )
+        await self.consensus_in.send(Inbound((m,)))
+        return True
+
+    # ================= actors =================
+    async def _ticker(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        period = self.s.tick_ms / 1000
+        nxt = trio.current_time()
+        while True:
+            nxt += period
+            await trio.sleep_until(nxt)
+            self.crash.maybe_crash("election-timer")
+            await self.consensus_in.send(Tick())
+
+    async def _consensus(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        rx = self._consensus_rx
+        while True:
+            first = await rx.receive()
+            batch = [first]
+            for _ in range(BATCH_MAX):
+                try:
+                    batch.append(rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for item in batch:
+                self.crash.maybe_crash("consensus")
+                self._handle(item)
+            await self._after_step()
+
+    def _handle(self, item: Any) -> None:
+        core = self.core
+        if isinstance(item, Inbound):
+            for m in item.msgs:
+                core.step(m)
+        elif isinstance(item, Tick):
+            core.tick()
+        elif isinstance(item, Propose):
+            try:
+                indexes = core.propose_many(list(item.datas))
+            except NotLeader as e:
+                item.reply.fail(NotLeaderError(e.leader, self._addr(e.leader)))
+                return
+            except RaftError as e:
+                item.reply.fail(NotLeaderError(core.leader, self._addr(core.leader), str(e)))
+                return
+            placed = []
+            for i in indexes:
+                w = self.waiters[i] = _Waiter(core.term)
+                placed.append((i, w))
+            item.reply.set(placed)
+        elif isinstance(item, ReadBarrier):
+            core.read_index(item.ctx, lease=item.lease)
+        elif isinstance(item, ChangeMembership):
+            try:
+                index = core.propose_conf_change(item.change)
+            except NotLeader as e:
+                item.reply.fail(NotLeaderError(e.leader, self._addr(e.leader)))
+                return
+            except RaftError as e:
+                item.reply.fail(e)
+                return
+            w = self.waiters[index] = _Waiter(core.term)
+            item.reply.set((index, w))
+            self._sync_replicators()
+        elif isinstance(item, TransferLeadership):
+            core.transfer_leadership(item.target)
+        elif isinstance(item, Persisted):
+            self._ready_outstanding = False
+            rd = item.ready
+            self._route(rd.persist_messages)
+            if rd.committed_entries or rd.read_states:
+                # Bounded: if the applier lags, consensus waits here (backpressure) -- see _after_step.
+                self._pending_apply.append(ApplyEntries(tuple(rd.committed_entries), tuple(rd.read_states)))
+            core.advance(rd)
+        elif isinstance(item, SnapshotTaken):
+            if item.index > core.log.snap.index:
+                meta = core.compact(item.index)
+                self._pending_writer.append(CompactLog(meta))
+                self.snapshot_path = item.path
+        elif isinstance(item, Call):
+            try:
+                item.reply.set(item.fn(core))
+            except Exception as e:  # noqa: BLE001 - the caller gets the error
+                item.reply.fail(e)
+        else:  # pragma: no cover
+            log.error("consensus: unknown message %r", item)
+
+    async def _after_step(self) -> None:
+        core = self.core
+        if core.log.conf_index() != self._conf_index:
+            self._conf_index = core.log.conf_index()
+            self._sync_replicators()
+        self._route(core.take_messages())
+        for job in self._pending_writer:
+            await self.writer_in.send(job)
+        self._pending_writer.clear()
+        if not self._ready_outstanding and core.has_ready():
+            rd = core.ready()
+            if rd.soft_state is not None:
+                self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+            self._route(rd.messages)
+            self._ready_outstanding = True
+            await self.writer_in.send(PersistReady(rd))
+        for job in self._pending_apply:
+            await self.applier_in.send(job)
+        self._pending_apply.clear()
+        if self.term != core.term:
+            self.term = core.term
+
+    def _on_soft_state(self, leader: int, role: Role) -> None:
+        if leader != self.leader:
+            self.leader_changes += 1
+            log.info("node %d: term %d leader is now %s", self.id, self.core.term, leader or "unknown")
+            for fn in self.leadership_listeners:
+                fn(self.core.term, leader, self.id)
+        was_leader = self.role == Role.LEADER
+        self.leader, self.role = leader, role
+        if was_leader and role != Role.LEADER:
+            log.info("node %d stepped down in term %d", self.id, self.core.term)
+        self._sync_replicators()
+
+    def _addr(self, node_id: int) -> str:
+        a = self.addresses.get(node_id)
+        return f"{a[0]}:{a[1]}" if a and node_id != NONE else ""
+
+    def _route(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            ch = self.peer_out.get(m.to)
+            if ch is None:
+                self._sync_replicators()
+                ch = self.peer_out.get(m.to)
+                if ch is None:
+                    self.dropped_messages += 1  # no address for that node yet: Raft will retry
+                    continue
+            try:
+                ch.send_nowait(m)
+            except trio.WouldBlock:
+                self.dropped_messages += 1  # a slow peer: dropping is safe, Raft retransmits
+
+    def _sync_replicators(self) -> None:
+        """One replicator per member we know an address for; stop those for removed nodes."""
+        if self._peer_nursery is None or not hasattr(self, "core"):
+            return
+        wanted = {n for n in self.core.conf().members() if n != self.id}
+        # The leader hint may name a node we must answer (e.g. while joining): talk to it too.
+        if self.core.leader not in (NONE, self.id):
+            wanted.add(self.core.leader)
+        for nid in wanted:
+            if nid in self.peer_out or nid not in self.addresses:
+                continue
+            send, recv = trio.open_memory_channel[Message](PEER_QUEUE)
+            scope = trio.CancelScope()
+            self.peer_out[nid] = send
+            self.peer_scopes[nid] = scope
+            host, port = self.addresses[nid]
+            self._peer_nursery.start_soon(self._run_replicator, nid, host, port, recv, scope)
+        for nid in list(self.peer_out):
+            if nid not in wanted:
+                self.peer_out.pop(nid)
+                self.peer_scopes.pop(nid).cancel()
+
+    async def _run_replicator(
+        self, peer: int, host: str, port: int, recv: trio.MemoryReceiveChannel, scope: trio.CancelScope
+    ) -> None:
+        link = self.link_factory(peer, host, port)
+        name = f"replicator-{peer}"
+        try:
+            with scope:
+                await supervise(
+                    ActorSpec(name, lambda task_status: self._replicator(peer, link, recv, task_status),
+                              self.s.restart_policy)
+                )
+        finally:
+            with trio.CancelScope(shield=True):
+                await link.close()
+
+    async def _replicator(
+        self, peer: int, link: PeerLink, recv: trio.MemoryReceiveChannel, task_status: Any
+    ) -> None:
+        task_status.started()
+        name = f"replicator-{peer}"
+        backoff = 0.02
+        while True:
+            first = await recv.receive()
+            batch = [first]
+            for _ in range(BATCH_MAX):
+                try:
+                    batch.append(recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self.crash.maybe_crash(name)
+            plain = [m for m in batch if m.type != MsgType.SNAP]
+            snaps = [m for m in batch if m.type == MsgType.SNAP]
+            try:
+                if plain:
+                    await link.send(plain)
+                backoff = 0.02
+            except PeerUnavailable:
+                await self.consensus_in.send(Inbound((Message(MsgType.UNREACHABLE, frm=peer, to=self.id),)))
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+            for m in snaps[-1:]:
+                await self._send_snapshot(peer, link, m)
+
+    async def _send_snapshot(self, peer: int, link: PeerLink, m: Message) -> None:
+        assert m.snapshot is not None
+        path = self.snapshot_path
+        ok = False
+        if path is not None and path.exists():
+            try:
+                ok = await link.send_snapshot(m, path)
+            except PeerUnavailable:
+                ok = False
+            log.info("node %d: snapshot %d to node %d: %s", self.id, m.snapshot.meta.index, peer,
+                     "sent" if ok else "failed")
+        else:
+            log.error("node %d: no snapshot file to send to node %d", self.id, peer)
+        status = Message(MsgType.SNAP_STATUS, frm=peer, to=self.id, reject=not ok)
+        await self.consensus_in.send(Inbound((status,)))
+
+    async def _log_writer(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        rx = self._writer_rx
+        while True:
+            job = await rx.receive()
+            self.crash.maybe_crash("log-writer")
+            if isinstance(job, PersistReady):
+                rd = job.ready
+                if rd.snapshot is not None:
+                    # The state machine first: a crash after this but before the log records the snapshot
+                    # leaves a database ahead of the log, which replay tolerates (apply skips old indexes).
+                    reply = Reply()
+                    await self.applier_in.send(InstallSnapshot(rd.snapshot.meta, Path(rd.snapshot.data), reply))
+                    await reply.wait()
+                await trio.to_thread.run_sync(self._save, rd)
+                await self.consensus_in.send(Persisted(rd))
+            elif isinstance(job, CompactLog):
+                await trio.to_thread.run_sync(self.storage.compact, job.meta)
+                self.log_bytes = self.storage.log_bytes()
+
+    def _save(self, rd: Ready) -> None:
+        self.storage.save(
+            hard_state=rd.hard_state,
+            entries=rd.entries,
+            snapshot=rd.snapshot.meta if rd.snapshot is not None else None,
+        )
+        if rd.entries or rd.snapshot is not None:
+            self.log_bytes = self.storage.log_bytes()
+
+    async def _applier(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        rx = self._applier_rx
+        while True:
+            job = await rx.receive()
+            self.crash.maybe_crash("applier")
+            if isinstance(job, ApplyEntries):
+                await self._apply(job)
+            elif isinstance(job, InstallSnapshot):
+                try:
+                    index = await self.db.install_snapshot(job.path)
+                    self.applied_index = index
+                    self.snapshot_index = index
+                    keep = self.s.snapshot_dir / f"snap-{job.meta.index}.db"
+                    await trio.to_thread.run_sync(shutil.copyfile, str(job.path), str(keep))
+                    self.snapshot_path = keep
+                    self._forget_old_snapshots(keep)
+                    for i in [i for i in self.waiters if i <= index]:
+                        self.waiters.pop(i).reply.fail(ProposalLost(f"entry {i} superseded by a snapshot"))
+                    self._release_reads()
+                    log.info("node %d: installed snapshot at index %d", self.id, index)
+                    job.reply.set(index)
+                except BaseException as e:
+                    job.reply.fail(e)
+                    raise
+
+    async def _apply(self, job: ApplyEntries) -> None:
+        entries = [e for e in job.entries if e.index > self.applied_index]
+        if entries:
+            batch = [(e.index, int(e.type), e.data) for e in entries]
+            results = await self.db.apply(batch)
+            self.applied_index = entries[-1].index
+            for e, res in zip(entries, results):
+                w = self.waiters.pop(e.index, None)
+                if w is not None:
+                    if w.term == e.term:
+                        w.reply.set(res)
+                    else:
+                        w.reply.fail(ProposalLost(f"entry {e.index} was replaced after a leader change"))
+            if self.on_apply is not None:
+                self.on_apply(list(zip(entries, results)))
+            self._after_apply_hooks(entries, results)
+        for rs in job.read_states:
+            self.read_queue.append((rs.index, rs.context))
+        self._release_reads()
+        if self.applied_index - self.snapshot_index >= self.s.snapshot_entries:
+            await self._take_snapshot()
+
+    def _after_apply_hooks(self, entries: list[Entry], results: list[Any]) -> None:
+        """Learn addresses from the replicated address book as it is applied."""
+        for e, res in zip(entries, results):
+            if e.type != EntryType.NORMAL or not e.data or res is None:
+                continue
+            data = getattr(res, "data", None) or {}
+            member = data.get("member") if isinstance(data, dict) else None
+            if member and getattr(res, "ok", False):
+                self.set_address(int(member["node_id"]), str(member["host"]), int(member["port"]))
+
+    def _release_reads(self) -> None:
+        keep = []
+        for index, ctx in self.read_queue:
+            if index <= self.applied_index:
+                reply = self.reads.get(ctx)
+                if reply is not None:
+                    reply.set(index)
+            else:
+                keep.append((index, ctx))
+        self.read_queue = keep
+
+    async def _take_snapshot(self) -> None:
+        index = self.applied_index
+        tmp = self.s.snapshot_dir / f"tmp-{index}.db"
+        got = await self.db.snapshot(tmp)
+        final = self.s.snapshot_dir / f"snap-{got}.db"
+        await trio.to_thread.run_sync(os.replace, tmp, final)
+        self.snapshot_index = got
+        self._forget_old_snapshots(final)
+        log.info("node %d: snapshot at index %d (%d bytes)", self.id, got, final.stat().st_size)
+        await self.consensus_in.send(SnapshotTaken(got, final))
+
+    def _forget_old_snapshots(self, keep: Path) -> None:
+        for p in self.s.snapshot_dir.glob("*.db"):
+            if p != keep and (p.name.startswith("snap-") or p.name.startswith("recv-")):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """fail_after that raises the builtin TimeoutError (what the gateway maps to UNAVAILABLE)."""
+    if seconds is None:
+        yield
+        return
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        raise TimeoutError(f"{what} did not complete within {seconds:g}s (no leader reachable?)") from None

@@ -1,0 +1,369 @@
+"""The sending side of the Raft transport: one `PeerLink` per peer, used by that peer's replicator task.
+
+    link = PeerLink(2, "127.0.0.1", 7002, cluster_id="rail", group_id=1, node_id=1)
+    try:
+        await link.send([append, heartbeat])         # one batch, in order, on a persistent stream
+    except PeerUnavailable:
+        ...                                          # back off, tell the core UNREACHABLE, retry later
+    accepted = await link.send_snapshot(snap_msg, path)
+    await link.close()
+
+All methods are Trio-callable and must run inside the trio-asyncio loop.  `send` writes PeerEnvelopes on a
+long-lived bidirectional `Raft.Stream` call that is opened on first use; the peer never answers on it (its
+answers come back on its own stream to us), so we only watch it for the end of the call.  Any trouble --
+refused or lost connection, a call the peer ended (wrong cluster id, shutdown), a send that makes no
+progress within `send_timeout` -- tears the call and its connection down and raises `PeerUnavailable`;
+the next `send` reconnects.  A failure noticed between sends is reported by the next `send`.  Messages
+handed to a `send` that failed, or written just before the connection broke, may be lost: Raft
+retransmits, so the transport does not.
+
+Snapshots go through `send_snapshot` on their own short-lived connection, so that megabytes of snapshot
+data never queue in front of heartbeats, and a stream failure never kills a snapshot in flight.
+
+Cost: the whole batch crosses from Trio to asyncio in one hop, and its envelopes are written to the HTTP/2
+stream as one DATA write, since grpclib would otherwise issue one socket write per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import struct
+from typing import Any
+
+import h2.exceptions
+import trio
+import trio_asyncio
+from grpclib.client import Channel
+from grpclib.client import Stream as CallStream
+from grpclib.config import Configuration
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from gateway.peer_codec import message_to_peer, message_to_proto
+from gateway.peer_service import INSTALL_SNAPSHOT_METHOD, STREAM_METHOD, RawBytes
+from proto.gen.railraft.raft.v1 import InstallSnapshotChunk, InstallSnapshotResponse
+from raft.types import Message, MsgType
+
+__all__ = ["PeerLink", "PeerUnavailable"]
+
+log = logging.getLogger(__name__)
+
+# Exceptions that mean "the peer or the path to it is in trouble" (as opposed to a bug of ours).
+# asyncio.TimeoutError is TimeoutError (an OSError) on Python >= 3.11.
+_TRANSPORT_ERRORS = (OSError, EOFError, GRPCError, StreamTerminatedError, ProtocolError, h2.exceptions.H2Error)
+
+# gRPC statuses of a snapshot call that mean the peer was unreachable rather than that it refused.
+_UNREACHABLE_STATUSES = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED})
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot be reached right now, or it ended our call.  Back off and retry: the next call
+    reconnects.  `status` is the gRPC status if the peer ended the call with one (e.g. PERMISSION_DENIED
+    for a peer configured with another cluster id), else None."""
+
+    def __init__(self, peer_id: int, reason: str, status: Status | None = None) -> None:
+        super().__init__(f"peer {peer_id} unavailable: {reason}")
+        self.peer_id = peer_id
+        self.reason = reason
+        self.status = status
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GRPCError):
+        return f"{exc.status.name}: {exc.message}"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _grpc_frame(payload: bytes) -> bytes:
+    """A gRPC length-prefixed message: uncompressed flag, big-endian length, payload."""
+    return struct.pack(">?I", False, len(payload)) + payload
+
+
+class PeerLink:
+    """The connection from this node to one peer, for one Raft group.
+
+    `connect_timeout` bounds connection setup, `send_timeout` a whole `send` (so a peer that stopped
+    reading is given up after that long); `snapshot_chunk_timeout` bounds each snapshot chunk and
+    `snapshot_install_timeout` the follower's installation after the last chunk.  `keepalive` is the
+    HTTP/2 ping interval (and ping timeout) that detects a silent peer between sends.
+    """
+
+    def __init__(
+        self,
+        peer_id: int,
+        host: str,
+        port: int,
+        *,
+        cluster_id: str,
+        group_id: int,
+        node_id: int,
+        connect_timeout: float = 1.0,
+        send_timeout: float = 2.0,
+        snapshot_chunk_timeout: float = 10.0,
+        snapshot_install_timeout: float = 60.0,
+        keepalive: float = 5.0,
+    ) -> None:
+        self.peer_id = peer_id
+        self.host = host
+        self.port = port
+        self.cluster_id = cluster_id
+        self.group_id = group_id
+        self.node_id = node_id
+        self.connect_timeout = connect_timeout
+        self.send_timeout = send_timeout
+        self.snapshot_chunk_timeout = snapshot_chunk_timeout
+        self.snapshot_install_timeout = snapshot_install_timeout
+        self._config = Configuration(
+            _keepalive_time=keepalive,
+            _keepalive_timeout=keepalive,
+            # keep pinging while the stream is open, even when no data flows
+            _http2_max_pings_without_data=0,
+            _http2_min_sent_ping_interval_without_data=keepalive / 2,
+        )
+        self._lock = trio.Lock()  # one send at a time: batches must not interleave on the stream
+        self._closed = False
+        # Stream state (asyncio objects, touched only while holding _lock or from the watcher):
+        self._channel: Channel | None = None
+        self._call: CallStream | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None  # why the watcher saw the call end
+
+    def __repr__(self) -> str:
+        return f"PeerLink(peer={self.peer_id}, {self.host}:{self.port}, connected={self.connected})"
+
+    @property
+    def connected(self) -> bool:
+        """True while a stream call is open and not known to have failed."""
+        return self._call is not None and self._failure is None
+
+    async def __aenter__(self) -> PeerLink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- checks ----------------------------------------------------------------------------------------
+
+    def _check_route(self, msg: Message) -> None:
+        if msg.to != self.peer_id:
+            raise ValueError(f"{msg.type.name} for node {msg.to} handed to the link to node {self.peer_id}")
+        if msg.frm != self.node_id:
+            raise ValueError(f"{msg.type.name} from node {msg.frm} handed to the link of node {self.node_id}")
+
+    # --- send ------------------------------------------------------------------------------------------
+
+    async def send(self, msgs: list[Message]) -> None:
+        """Send a batch of messages, in order, on the persistent stream (connecting first if needed).
+
+        Raises ValueError for a SNAP message (use `send_snapshot`) or one addressed elsewhere, CodecError
+        (a ValueError) for a message that cannot cross the network -- both before anything is sent -- and
+        PeerUnavailable if the peer cannot be reached, ended the call, or does not take the batch within
+        `send_timeout`.
+        """
+        if not msgs:
+            return
+        frames = []
+        for msg in msgs:
+            if msg.type is MsgType.SNAP:
+                raise ValueError("SNAP goes through PeerLink.send_snapshot, not send")
+            self._check_route(msg)
+            frames.append(_grpc_frame(bytes(message_to_proto(msg, self.cluster_id, self.group_id))))
+        data = b"".join(frames)
+        self._frames = frames
+
+        async with self._lock:
+            if self._closed:
+                raise PeerUnavailable(self.peer_id, "link closed")
+            if self._failure is not None:
+                # The watcher saw the call end since the last send: report it now, reconnect next time.
+                failure = self._failure
+                await self._teardown()
+                raise self._unavailable(failure)
+            ok = False
+            try:
+                with trio.fail_after(self.send_timeout):
+                    await trio_asyncio.aio_as_trio(self._aio_send)(data, len(frames))
+                ok = True
+            except trio.TooSlowError:
+                raise PeerUnavailable(self.peer_id, f"send did not complete within {self.send_timeout}s") from None
+            except _TRANSPORT_ERRORS as exc:
+                # If the watcher knows why the call ended (say, PERMISSION_DENIED), that is the better reason.
+                raise self._unavailable(self._failure or exc) from exc
+            finally:
+                if not ok:
+                    # Also on cancellation: a batch may be half written, so the stream is unusable.
+                    await self._teardown()
+
+    def _unavailable(self, exc: BaseException) -> PeerUnavailable:
+        status = exc.status if isinstance(exc, GRPCError) else None
+        return PeerUnavailable(self.peer_id, _describe(exc), status)
+
+    async def _aio_send(self, data: bytes, count: int) -> None:
+        """asyncio side of `send`: open the call if needed, then write the pre-framed batch."""
+        call = self._call
+        if call is None:
+            call = await self._aio_open()
+        # One DATA write for the whole batch.  gRPC allows several length-prefixed messages per DATA frame
+        # and the peer's grpclib parses them one by one; going through call.send_message instead would
+        # cost a codec round, an h2 frame and a socket write per message.  _stream is grpclib's HTTP/2
+        # stream of this call (grpclib offers no public "send pre-encoded messages" API).
+        for f in self._frames:
+            await call.send_message(RawBytes(f[5:]))
+
+    async def _aio_open(self) -> CallStream:
+        """Connect and open the Stream call; start the task that watches for its end."""
+        channel = Channel(self.host, self.port, config=self._config)
+        self._channel = channel  # before connecting, so that teardown closes a half-open connection
+        call = channel.request(STREAM_METHOD, Cardinality.STREAM_STREAM, RawBytes, RawBytes)
+        await call.__aenter__()
+        await asyncio.wait_for(call.send_request(), self.connect_timeout)
+        self._call = call
+        self._failure = None
+        self._watch = asyncio.get_running_loop().create_task(self._aio_watch(call))
+        log.debug("stream to peer %d at %s:%d open", self.peer_id, self.host, self.port)
+        return call
+
+    async def _aio_watch(self, call: CallStream) -> None:
+        """Wait for the peer to end the call (it sends nothing before that) and record why.
+
+        This task belongs to the link: `_teardown` (from a failed send or `close`) cancels and awaits it.
+        """
+        failure: BaseException
+        try:
+            await call.recv_initial_metadata()  # raises GRPCError for a trailers-only refusal
+            while await call.recv_message() is not None:
+                pass  # the protocol says nothing comes back; ignore it if it does
+            await call.end()  # our side must be ended before grpclib lets us read the trailers
+            await call.recv_trailing_metadata()  # raises GRPCError for a non-OK status
+            failure = GRPCError(Status.UNAVAILABLE, "peer ended the stream")
+        except asyncio.CancelledError:
+            raise
+        except StreamTerminatedError as exc:
+            # A refusal arrives as trailers followed by RST_STREAM; the reset interrupts us before we can
+            # read the status, but grpclib's __aexit__ recovers it from the received headers.
+            failure = exc
+            try:
+                await call.__aexit__(type(exc), exc, exc.__traceback__)
+            except Exception as better:  # noqa: BLE001 - whatever it raises explains the end better
+                failure = better
+        except Exception as exc:  # noqa: BLE001 - any end of the call is a failure to report
+            failure = exc
+        if self._call is call:
+            self._failure = failure
+            log.info("stream to peer %d ended: %s", self.peer_id, _describe(failure))
+
+    async def _teardown(self) -> None:
+        """Drop the call and its connection (idempotent, runs even when cancelled)."""
+        channel, call, watch = self._channel, self._call, self._watch
+        self._channel = self._call = self._watch = None
+        self._failure = None
+        if channel is None and watch is None:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 2.0
+            await trio_asyncio.aio_as_trio(self._aio_teardown)(channel, call, watch)
+
+    @staticmethod
+    async def _aio_teardown(channel: Channel | None, call: CallStream | None, watch: asyncio.Task[None] | None) -> None:
+        if channel is not None:
+            # Closing the connection ends the call on both sides; a reset alone could leave a
+            # half-dead TCP connection behind.
+            channel.close()
+        if watch is not None:
+            watch.cancel()
+            await asyncio.wait([watch])
+
+    # --- snapshots -------------------------------------------------------------------------------------
+
+    async def send_snapshot(self, msg: Message, path: pathlib.Path, chunk_bytes: int = 1 << 20) -> bool:
+        """Stream the snapshot file at `path` to the peer via InstallSnapshot.
+
+        `msg` is the core's SNAP message (its `snapshot.meta` is sent with every chunk).  Returns True if
+        the follower installed the snapshot, False if it rejected it or refused the call (wrong cluster,
+        bad stream); raises PeerUnavailable if it could not be reached or stalled.
+        """
+        if msg.type is not MsgType.SNAP or msg.snapshot is None:
+            raise ValueError(f"send_snapshot needs a SNAP message with a snapshot, not {msg.type.name}")
+        if chunk_bytes <= 0:
+            raise ValueError("chunk_bytes must be positive")
+        self._check_route(msg)
+        if self._closed:
+            raise PeerUnavailable(self.peer_id, "link closed")
+        header = message_to_peer(msg, self.cluster_id, self.group_id)  # offset 0, no data, meta
+        assert isinstance(header, InstallSnapshotChunk)
+        try:
+            reply = await trio_asyncio.aio_as_trio(self._aio_send_snapshot)(header, pathlib.Path(path), chunk_bytes)
+        except GRPCError as exc:
+            if exc.status in _UNREACHABLE_STATUSES:
+                raise self._unavailable(exc) from exc
+            log.warning("peer %d refused snapshot at index %d: %s", self.peer_id, msg.snapshot.meta.index, _describe(exc))
+            return False
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        return not reply.reject
+
+    async def _aio_send_snapshot(self, header: InstallSnapshotChunk, path: pathlib.Path, chunk_bytes: int) -> InstallSnapshotResponse:
+        loop = asyncio.get_running_loop()
+        chunk_timeout = self.snapshot_chunk_timeout
+        channel = Channel(self.host, self.port, config=self._config)
+        try:
+            call = channel.request(
+                INSTALL_SNAPSHOT_METHOD, Cardinality.STREAM_UNARY, InstallSnapshotChunk, InstallSnapshotResponse
+            )
+            async with call:
+                await asyncio.wait_for(call.send_request(), self.connect_timeout)
+                await asyncio.wait_for(call.send_message(header), chunk_timeout)
+                fh = await loop.run_in_executor(None, open, path, "rb")  # file I/O in a worker thread
+                try:
+                    offset = 0
+                    data = await loop.run_in_executor(None, fh.read, chunk_bytes)
+                    while True:
+                        # read one chunk ahead: the chunk is the last one if nothing follows it
+                        nxt = await loop.run_in_executor(None, fh.read, chunk_bytes) if data else b""
+                        done = not nxt
+                        chunk = InstallSnapshotChunk(
+                            cluster_id=header.cluster_id,
+                            group_id=header.group_id,
+                            from_id=header.from_id,
+                            to_id=header.to_id,
+                            term=header.term,
+                            meta=header.meta,
+                            offset=offset,
+                            data=data,
+                            done=done,
+                        )
+                        await asyncio.wait_for(call.send_message(chunk, end=done), chunk_timeout)
+                        offset += len(data)
+                        if done:
+                            break
+                        data = nxt
+                finally:
+                    fh.close()
+                reply = await asyncio.wait_for(call.recv_message(), self.snapshot_install_timeout)
+            if reply is None:
+                raise GRPCError(Status.UNKNOWN, "no InstallSnapshotResponse")
+            log.info("snapshot (%d bytes) to peer %d: %s", offset, self.peer_id, "rejected" if reply.reject else "installed")
+            return reply
+        finally:
+            channel.close()
+
+    # --- close -----------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """End the stream and close the connection.  Later sends raise PeerUnavailable.  Safe to call
+        more than once, and when cancelled."""
+        self._closed = True
+        call = self._call
+        if call is not None and self._failure is None and not self._lock.locked():
+            # Politely end our side so the peer's handler finishes normally rather than seeing a reset.
+            # (Not while a send is writing: END_STREAM in the middle of a batch would cut a message.)
+            with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+                try:
+                    await trio_asyncio.aio_as_trio(call.end)()
+                except _TRANSPORT_ERRORS:
+                    pass
+        await self._teardown()

@@ -1,0 +1,427 @@
+"""The peer side of the Raft transport: the `railraft.raft.v1.Raft` gRPC service a node serves.
+
+A leader (or candidate, or follower answering) opens one long-lived `Stream` call to each peer and sends
+it PeerEnvelopes; this service decodes them (gateway/peer_codec.py), checks that they are meant for this
+node, and hands each resulting `raft.types.Message` to the node's Trio `deliver` callable, which puts it
+into the consensus inbox.  Nothing is sent back on the stream: answers travel on the answering node's own
+stream to the asker.  A call that carries a message for another cluster, group or node ends with
+PERMISSION_DENIED; undecodable bytes end it with INVALID_ARGUMENT.
+
+Snapshots arrive on `InstallSnapshot` (client stream of chunks).  The chunks are written to a temp file in
+`snapshot_dir`, fsynced, and the complete file is handed to the node's Trio `receive_snapshot(message,
+path)`, whose boolean verdict is sent back as InstallSnapshotResponse.reject.
+
+The unary RPCs (RequestVote, AppendEntries, TimeoutNow) deliver their message the same way and answer with
+an acknowledgement that carries no Raft meaning.
+
+Performance: grpclib runs on asyncio, the node on Trio, and every trio-asyncio crossing costs a task
+spawn.  The stream handler therefore receives on one asyncio task and delivers on another: whatever
+arrived while the previous delivery was running goes to Trio in a single hop, so under load the number of
+hops is far below the number of messages.  We also tell grpclib to hand us raw message bytes (`RawBytes`)
+and decode them ourselves, so that malformed input becomes INVALID_ARGUMENT instead of a generic
+"Internal Server Error".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pathlib
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpclib.const
+import grpclib.server
+import trio_asyncio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from gateway.peer_codec import CodecError, decode_envelope, message_from_peer
+from proto.gen.railraft.raft.v1 import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshotChunk,
+    InstallSnapshotResponse,
+    RaftBase,
+    TimeoutNowRequest,
+    TimeoutNowResponse,
+    VoteRequest,
+    VoteResponse,
+)
+from raft.types import Message, MsgType, Snapshot
+
+__all__ = [
+    "Deliver",
+    "RaftPeerService",
+    "RawBytes",
+    "ReceiveSnapshot",
+    "STREAM_METHOD",
+    "INSTALL_SNAPSHOT_METHOD",
+]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Message], Awaitable[None]]
+ReceiveSnapshot = Callable[[Message, pathlib.Path], Awaitable[bool]]
+
+STREAM_METHOD = "/railraft.raft.v1.Raft/Stream"
+INSTALL_SNAPSHOT_METHOD = "/railraft.raft.v1.Raft/InstallSnapshot"
+REQUEST_VOTE_METHOD = "/railraft.raft.v1.Raft/RequestVote"
+APPEND_ENTRIES_METHOD = "/railraft.raft.v1.Raft/AppendEntries"
+TIMEOUT_NOW_METHOD = "/railraft.raft.v1.Raft/TimeoutNow"
+
+# Messages decoded but not yet handed to Trio, per stream.  When the node's inbox is slow this fills, the
+# reader stops reading, and HTTP/2 flow control pushes back on the sender (whose send then times out).
+MAX_PENDING = 1024
+
+# What may arrive on the Stream: everything that crosses the network except snapshots, which have their
+# own RPC (SNAP) or only exist as that RPC's answer (SNAP_STATUS).
+_STREAM_TYPES = frozenset(MsgType) - {
+    MsgType.HUP,
+    MsgType.BEAT,
+    MsgType.SNAP,
+    MsgType.SNAP_STATUS,
+    MsgType.UNREACHABLE,
+}
+
+
+class RawBytes:
+    """A protobuf message kept as its wire bytes, for grpclib's codec.
+
+    grpclib's ProtoCodec decodes with `message_type.FromString(data)` and encodes with
+    `message.SerializeToString()` after an isinstance check.  Declaring this as a method's message type
+    makes grpclib pass bytes through untouched: the peer code encodes and decodes PeerEnvelopes itself
+    (one parse, its own error handling).  `FromString` returns plain `bytes`.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> bytes:  # noqa: N802 - grpclib's codec protocol
+        """Receive side: hand the wire bytes over as they are."""
+        return bytes(data)
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - grpclib's codec protocol
+        """Send side: the bytes are already encoded."""
+        return self.data
+
+
+class _Inbox:
+    """Decoded messages between a stream's reader task and its delivering task (asyncio side).
+
+    Single producer, single consumer.  `take` returns everything queued so far, which is what lets one
+    Trio hop deliver many messages.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.items: list[Message] = []
+        self.closed = False
+        self.error: BaseException | None = None
+        self._limit = limit
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put(self, msg: Message) -> None:
+        while len(self.items) >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+        self.items.append(msg)
+        self._ready.set()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more messages; `error` (if any) is what the call should end with."""
+        self.closed = True
+        self.error = error
+        self._ready.set()
+
+    async def take(self) -> list[Message]:
+        """Everything queued; waits while nothing is queued and the reader is still reading.
+        An empty list means the reader is done."""
+        while not self.items and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+        batch, self.items = self.items, []
+        self._room.set()
+        return batch
+
+
+def _invalid(text: str) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, text)
+
+
+def _sync_and_close(fh: Any) -> None:
+    """Flush and fsync a file, then close it (runs in a worker thread)."""
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+    finally:
+        fh.close()
+
+
+class RaftPeerService(RaftBase):
+    """The Raft peer service of one Raft group on one node.
+
+    `deliver(message)` and `receive_snapshot(message, path) -> bool` are Trio async callables.  The
+    service must be served from inside the trio-asyncio loop (see gateway.grpc_server.serve_grpc).
+
+    A node hosting several Raft groups would need one service that routes on group id, since gRPC method
+    paths are per server; this class answers for exactly one group and refuses the others.
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        group_id: int,
+        node_id: int,
+        deliver: Deliver,
+        receive_snapshot: ReceiveSnapshot,
+        snapshot_dir: pathlib.Path | str,
+        *,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.group_id = group_id
+        self.node_id = node_id
+        self._deliver = deliver
+        self._receive_snapshot = receive_snapshot
+        self.snapshot_dir = pathlib.Path(snapshot_dir)
+        self._max_pending = max_pending
+
+    # --- grpclib wiring --------------------------------------------------------------------------------
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """The method table grpclib serves.  Replaces the generated one so that requests arrive as raw
+        bytes (see RawBytes) and the stream handler can batch its deliveries."""
+        c = grpclib.const.Cardinality
+        h = grpclib.const.Handler
+        return {
+            STREAM_METHOD: h(self._rpc_stream, c.STREAM_STREAM, RawBytes, RawBytes),
+            INSTALL_SNAPSHOT_METHOD: h(
+                self._rpc_install_snapshot, c.STREAM_UNARY, RawBytes, InstallSnapshotResponse
+            ),
+            REQUEST_VOTE_METHOD: h(self._rpc_request_vote, c.UNARY_UNARY, RawBytes, VoteResponse),
+            APPEND_ENTRIES_METHOD: h(self._rpc_append_entries, c.UNARY_UNARY, RawBytes, AppendEntriesResponse),
+            TIMEOUT_NOW_METHOD: h(self._rpc_timeout_now, c.UNARY_UNARY, RawBytes, TimeoutNowResponse),
+        }
+
+    # --- checks ----------------------------------------------------------------------------------------
+
+    def _check_addressed(self, cluster_id: str, group_id: int, msg: Message) -> None:
+        """Refuse a message meant for another cluster, group or node (a misrouted or misconfigured peer)."""
+        if cluster_id != self.cluster_id:
+            raise GRPCError(
+                Status.PERMISSION_DENIED,
+                f"wrong cluster id {cluster_id!r}: this node belongs to cluster {self.cluster_id!r}",
+            )
+        if group_id != self.group_id:
+            raise GRPCError(
+                Status.PERMISSION_DENIED, f"wrong group id {group_id}: this service serves group {self.group_id}"
+            )
+        if msg.to != self.node_id:
+            raise GRPCError(
+                Status.PERMISSION_DENIED, f"message addressed to node {msg.to}, this is node {self.node_id}"
+            )
+        if msg.frm == 0:
+            raise _invalid(f"{msg.type.name} without a sender")
+
+    def _decode_stream_message(self, wire: bytes) -> Message:
+        try:
+            cluster_id, group_id, msg = decode_envelope(wire)
+        except CodecError as exc:
+            raise _invalid(str(exc)) from None
+        self._check_addressed(cluster_id, group_id, msg)
+        if msg.type not in _STREAM_TYPES:
+            raise _invalid(f"{msg.type.name} does not travel on the Stream call")
+        return msg
+
+    def _decode_unary(self, wire: bytes, pb_type: type, allowed: frozenset[MsgType]) -> Message:
+        try:
+            pb = pb_type().parse(wire)
+        except Exception as exc:  # noqa: BLE001 - the parser raises assorted types for bad bytes
+            raise _invalid(f"malformed {pb_type.__name__}: {exc}") from None
+        try:
+            cluster_id, group_id, msg = message_from_peer(pb)
+        except CodecError as exc:
+            raise _invalid(str(exc)) from None
+        self._check_addressed(cluster_id, group_id, msg)
+        if msg.type not in allowed:
+            raise _invalid(f"{msg.type.name} does not travel on this call")
+        return msg
+
+    # --- Trio side -------------------------------------------------------------------------------------
+
+    async def _deliver_all(self, batch: list[Message]) -> None:
+        """Runs in Trio: one hop for the whole batch, in arrival order."""
+        deliver = self._deliver
+        for msg in batch:
+            await deliver(msg)
+
+    # --- Stream ----------------------------------------------------------------------------------------
+
+    async def _read_stream(self, stream: grpclib.server.Stream, inbox: _Inbox) -> None:
+        """Reader task: decode and check envelopes until the client ends its side or sends garbage."""
+        try:
+            while True:
+                wire = await stream.recv_message()
+                if wire is None:
+                    break
+                await inbox.put(self._decode_stream_message(wire))
+        except asyncio.CancelledError:
+            inbox.close()
+            raise
+        except BaseException as exc:  # the handler task turns this into the call's status
+            inbox.close(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            inbox.close()
+
+    async def _rpc_stream(self, stream: grpclib.server.Stream) -> None:
+        """Stream handler: deliver every envelope in order; end the call on the first bad one."""
+        inbox = _Inbox(self._max_pending)
+        reader = asyncio.get_running_loop().create_task(self._read_stream(stream, inbox))
+        deliver_all = trio_asyncio.trio_as_aio(self._deliver_all)
+        try:
+            while True:
+                batch = await inbox.take()
+                if not batch:
+                    break
+                await deliver_all(batch)
+            if inbox.error is not None:
+                # messages before the bad one were delivered above; the bad one ends the call
+                if isinstance(inbox.error, GRPCError):
+                    log.warning("peer stream refused: %s", inbox.error.message)
+                raise inbox.error
+        finally:
+            if not reader.done():
+                reader.cancel()
+                await asyncio.wait([reader])
+
+    # --- InstallSnapshot -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_chunk(wire: bytes) -> InstallSnapshotChunk:
+        try:
+            return InstallSnapshotChunk().parse(wire)
+        except Exception as exc:  # noqa: BLE001 - the parser raises assorted types for bad bytes
+            raise _invalid(f"malformed InstallSnapshotChunk: {exc}") from None
+
+    def _new_temp_file(self, msg: Message) -> tuple[Any, pathlib.Path]:
+        assert msg.snapshot is not None
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            dir=self.snapshot_dir,
+            prefix=f"incoming-g{self.group_id}-i{msg.snapshot.meta.index}-from{msg.frm}-",
+            suffix=".part",
+        )
+        return os.fdopen(fd, "wb"), pathlib.Path(name)
+
+    async def _rpc_install_snapshot(self, stream: grpclib.server.Stream) -> None:
+        """InstallSnapshot handler: receive the chunks into a temp file, then let the node install it.
+
+        The file belongs to `receive_snapshot` once it returns True (it is expected to move or keep it);
+        on a rejection or any error the temp file is removed here.
+        """
+        loop = asyncio.get_running_loop()
+        fh: Any = None
+        path: pathlib.Path | None = None
+        accepted = False
+        try:
+            wire = await stream.recv_message()
+            if wire is None:
+                raise _invalid("empty InstallSnapshot stream")
+            first = self._parse_chunk(wire)
+            try:
+                cluster_id, group_id, msg = message_from_peer(first)
+            except CodecError as exc:
+                raise _invalid(str(exc)) from None
+            self._check_addressed(cluster_id, group_id, msg)
+            if first.offset != 0:
+                raise _invalid(f"first snapshot chunk at offset {first.offset}, expected 0")
+
+            fh, path = await loop.run_in_executor(None, self._new_temp_file, msg)
+            received = 0
+            chunk = first
+            while True:
+                if chunk is not first and (
+                    chunk.meta != first.meta
+                    or (chunk.cluster_id, chunk.group_id, chunk.from_id, chunk.to_id, chunk.term)
+                    != (first.cluster_id, first.group_id, first.from_id, first.to_id, first.term)
+                ):
+                    raise _invalid("snapshot chunk belongs to a different snapshot or sender")
+                if chunk.offset != received:
+                    raise _invalid(f"snapshot chunk at offset {chunk.offset}, expected {received}")
+                if chunk.data:
+                    await loop.run_in_executor(None, fh.write, chunk.data)
+                    received += len(chunk.data)
+                if chunk.done:
+                    break
+                wire = await stream.recv_message()
+                if wire is None:
+                    raise _invalid(f"snapshot stream ended at offset {received} before the last chunk")
+                chunk = self._parse_chunk(wire)
+            if await stream.recv_message() is not None:
+                raise _invalid("snapshot chunk after the last one")
+
+            await loop.run_in_executor(None, _sync_and_close, fh)
+            fh = None
+            assert msg.snapshot is not None
+            # The core gets the file's location as the snapshot's (opaque) data.
+            msg = dataclasses.replace(msg, snapshot=Snapshot(meta=msg.snapshot.meta, data=path))
+            accepted = bool(await trio_asyncio.trio_as_aio(self._receive_snapshot)(msg, path))
+            log.info(
+                "snapshot at index %d (%d bytes) from node %d %s",
+                msg.snapshot.meta.index,
+                received,
+                msg.frm,
+                "installed" if accepted else "rejected",
+            )
+            await stream.send_message(
+                InstallSnapshotResponse(
+                    cluster_id=self.cluster_id,
+                    group_id=self.group_id,
+                    from_id=self.node_id,
+                    to_id=msg.frm,
+                    term=msg.term,
+                    reject=not accepted,
+                    received=received,
+                )
+            )
+        finally:
+            if fh is not None:
+                fh.close()
+            if path is not None and not accepted:
+                path.unlink(missing_ok=True)
+
+    # --- unary forms -----------------------------------------------------------------------------------
+    # They deliver like the stream does; the reply only acknowledges receipt.  It carries no Raft meaning
+    # (the real answer comes back on the answering node's own stream) and must never be fed to a core.
+
+    async def _rpc_request_vote(self, stream: grpclib.server.Stream) -> None:
+        msg = self._decode_unary(
+            await stream.recv_message(), VoteRequest, frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
+        )
+        await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
+        # reject=True so that nobody could mistake the acknowledgement for a granted vote
+        await stream.send_message(VoteResponse(**self._ack_header(msg), reject=True))
+
+    async def _rpc_append_entries(self, stream: grpclib.server.Stream) -> None:
+        msg = self._decode_unary(await stream.recv_message(), AppendEntriesRequest, frozenset({MsgType.APP}))
+        await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
+        await stream.send_message(AppendEntriesResponse(**self._ack_header(msg)))
+
+    async def _rpc_timeout_now(self, stream: grpclib.server.Stream) -> None:
+        msg = self._decode_unary(await stream.recv_message(), TimeoutNowRequest, frozenset({MsgType.TIMEOUT_NOW}))
+        await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
+        await stream.send_message(TimeoutNowResponse(**self._ack_header(msg)))
+
+    def _ack_header(self, msg: Message) -> dict[str, Any]:
+        # term 0: the acknowledgement states nothing about this node's term
+        return dict(cluster_id=self.cluster_id, group_id=self.group_id, from_id=self.node_id, to_id=msg.frm, term=0)

@@ -1,0 +1,89 @@
+"""Getting a write applied from any node: propose here if we lead, otherwise forward to the leader.
+
+`Submitter.submit(command)` retries across leader changes until its deadline, always with the same encoded
+command, so the state machine's exactly-once table turns a retried write into the first one's result.
+`Submitter.read(fn, *args)` is a linearizable read: a ReadIndex barrier, then the query on this node.
+Both are asyncio coroutines (they run inside grpclib handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import StreamTerminatedError
+
+from actors.node import Node, NotLeaderError, ProposalLost
+from proto.gen.railraft.node.v1 import NodeStub, ProposeRequest
+from store.commands import Result, decode_result
+
+from .rpc import parse_leader_hint, trio_call
+
+WRITE_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0
+
+
+class Submitter:
+    """Writes and linearizable reads on behalf of the services of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._channels: dict[str, Channel] = {}
+
+    def _channel(self, addr: str) -> Channel:
+        ch = self._channels.get(addr)
+        if ch is None:
+            host, _, port = addr.rpartition(":")
+            ch = self._channels[addr] = Channel(host, int(port))
+        return ch
+
+    def _drop_channel(self, addr: str) -> None:
+        ch = self._channels.pop(addr, None)
+        if ch is not None:
+            ch.close()
+
+    async def submit(self, command: bytes, timeout: float = WRITE_TIMEOUT_S) -> Result:
+        """Apply `command` exactly once, wherever the leader is; returns its result (TimeoutError if no leader)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.02
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("no leader applied the write in time")
+            try:
+                result, _index = await trio_call(self.node.propose, command, remaining)
+                return result
+            except NotLeaderError as e:
+                if e.leader_id and e.leader_id != self.node.id and e.leader_addr:
+                    try:
+                        resp = await NodeStub(self._channel(e.leader_addr)).propose(
+                            ProposeRequest(command=command), timeout=remaining
+                        )
+                        return decode_result(resp.result)
+                    except GRPCError as g:
+                        if g.status not in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED):
+                            raise
+                        _, hinted = parse_leader_hint(g.message)
+                        if not hinted:
+                            pass  # the leader we knew is gone; wait for the election
+                    except (OSError, asyncio.TimeoutError, StreamTerminatedError):
+                        self._drop_channel(e.leader_addr)
+            except ProposalLost:
+                pass  # leadership moved under the proposal; retrying with the same request id is safe
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.3)
+
+    async def read(self, fn: Callable[..., Any], *args: Any, timeout: float = READ_TIMEOUT_S) -> Any:
+        """Linearizable read: wait for a ReadIndex barrier on this node, then run `fn(conn, *args)`."""
+        await trio_call(self.node.read_barrier, False, timeout)
+        return await trio_call(self.node.db.read, fn, *args)
+
+    def close(self) -> None:
+        """Close channels to other nodes."""
+        for addr in list(self._channels):
+            self._drop_channel(addr)

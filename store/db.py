@@ -1,0 +1,348 @@
+"""`Database`: the node's async handle on its SQLite database, callable from Trio.
+
+The design card fixes aiosqlite as the driver.  aiosqlite is asyncio code that runs each connection on its own
+worker thread; we call it from Trio through `trio_asyncio.aio_as_trio`, so every method here must run inside
+``async with trio_asyncio.open_loop():``, and `close()` must be awaited before that loop exits (an unclosed
+aiosqlite connection keeps a non-daemon thread alive).
+
+Two connections:
+
+* the writer -- the only one that changes the database: `apply` (one transaction per batch, see
+  store.state_machine), `snapshot`, `install_snapshot`.  These are serialised by a lock (normally only the
+  node's DB-writer actor calls them anyway).
+* the reader -- `read(fn, *args)` for queries; WAL mode lets it read committed state while the writer applies.
+  It is `query_only`, so a read function can never change replicated state.
+
+Every call is ONE hop onto the connection's thread that runs a whole synchronous function there (a batch, a
+query function), not one await per SQL statement: a thread hop costs far more than a SQLite statement.
+
+Writes (`apply`, `snapshot`, `install_snapshot`, `close`) are shielded from Trio cancellation: once queued on
+the worker thread the work happens anyway, so the caller waits for it and always learns the outcome (an
+apply that "was cancelled" but committed would otherwise leave the applier unsure what was applied).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import trio
+import trio_asyncio
+
+from . import queries, schema
+from .commands import Result
+from .state_machine import apply_batch, read_meta_int
+
+T = TypeVar("T")
+
+
+class DatabaseClosedError(RuntimeError):
+    """The Database was closed (or a snapshot install failed to reopen it)."""
+
+
+class SnapshotError(ValueError):
+    """A snapshot file is not a usable railraft database; the current database was left untouched."""
+
+
+# ----------------------------------------------------------------------------------- the asyncio edge
+
+
+async def _aio_connect(path: str) -> aiosqlite.Connection:
+    # isolation_level=None: no implicit transactions from the sqlite3 module; the state machine issues
+    # BEGIN/SAVEPOINT/COMMIT itself and reads wrap themselves in BEGIN...ROLLBACK.
+    return await aiosqlite.connect(path, isolation_level=None)
+
+
+async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(sqlite3_connection, *args)` on `conn`'s worker thread, in one hop, from Trio.
+
+    aiosqlite has no public API for "run my function on your connection's thread"; `Connection._execute(fn,
+    *args)` is exactly that (it queues fn(*args) on the worker and awaits the result) and is what its own
+    public methods use.  Using it lets a whole batch or query function run in a single hop.  `conn._conn` is
+    the underlying sqlite3.Connection (it raises ValueError once the connection is closed).
+    """
+    return await trio_asyncio.aio_as_trio(conn._execute)(fn, conn._conn, *args)
+
+
+async def _aio_close(conn: aiosqlite.Connection) -> None:
+    await trio_asyncio.aio_as_trio(conn.close)()
+
+
+async def _open_connection(path: str, *, reader: bool) -> aiosqlite.Connection:
+    conn = await trio_asyncio.aio_as_trio(_aio_connect)(path)
+    try:
+        await _on_thread(conn, _setup, reader)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _aio_close(conn)
+        raise
+    return conn
+
+
+def _setup(conn: sqlite3.Connection, reader: bool) -> None:
+    schema.configure(conn, reader=reader)
+    if not reader:
+        schema.migrate(conn)
+
+
+# ------------------------------------------------------------------------------ worker-thread functions
+
+
+def _read_txn(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """Run a read function inside one read transaction, so its SELECTs all see the same committed state."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # ends the read transaction; there is nothing to commit
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _backup_to(conn: sqlite3.Connection, dest: str) -> int:
+    """On the writer's thread, between batches: copy the database to `dest` atomically and durably."""
+    dest_path = Path(dest)
+    tmp = _sidecar(dest_path, ".tmp")
+    for p in (tmp, *(_sidecar(tmp, s) for s in _SIDECARS)):
+        _remove(p)
+    out = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # One backup step copies every page.  Nothing can change the source meanwhile: this thread is the
+        # database's only writer, and apply_batch never leaves a transaction open between calls.
+        conn.backup(out)
+        # A self-contained single file (no -wal to ship alongside); the receiver switches back to WAL.
+        out.execute("PRAGMA journal_mode = DELETE")
+        index = read_meta_int(out, "applied_index")
+    finally:
+        out.close()
+    _fsync_path(tmp)
+    os.replace(tmp, dest_path)
+    _fsync_path(dest_path.parent, directory=True)
+    return index
+
+
+def _prepare_install(src: str, tmp: Path) -> int:
+    """Copy a received snapshot next to our database, check it, fsync it; return its applied index."""
+    for p in (tmp, *(_sidecar(tmp, s) for s in _SIDECARS)):
+        _remove(p)
+    shutil.copyfile(src, tmp)
+    try:
+        check = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            ok = check.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise SnapshotError(f"snapshot {src} is corrupt: {ok}")
+            version = check.execute("PRAGMA user_version").fetchone()[0]
+            if not 1 <= version <= schema.SCHEMA_VERSION:
+                raise SnapshotError(
+                    f"snapshot {src} has schema version {version}; this node understands 1..{schema.SCHEMA_VERSION}"
+                )
+            index = read_meta_int(check, "applied_index")
+        except sqlite3.DatabaseError as e:
+            raise SnapshotError(f"snapshot {src} is not a railraft database: {e}") from None
+        except RuntimeError as e:  # read_meta_int: no meta row
+            raise SnapshotError(f"snapshot {src} is not a railraft database: {e}") from None
+        finally:
+            check.close()
+        _fsync_path(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return index
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Make `tmp` the database at `path`.  Called with every connection to `path` closed."""
+    # Stale sidecars of the old database must go first: SQLite would replay an old -wal onto the new file.
+    # They are empty anyway (we checkpointed with TRUNCATE before closing), so a crash here loses nothing:
+    # either the old or the new file is the database, each complete on its own.
+    for suffix in _SIDECARS:
+        _remove(_sidecar(path, suffix))
+    os.replace(tmp, path)
+    _fsync_path(path.parent, directory=True)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # Move everything from the WAL into the main file and truncate the WAL, so the main file alone is the
+    # complete database before it is replaced.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# --------------------------------------------------------------------------------------------- Database
+
+
+class Database:
+    """The node's database: one aiosqlite writer connection and one reader connection (see module doc)."""
+
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        """Use `await Database.open(path)`."""
+        self.path = path
+        self._writer: aiosqlite.Connection | None = writer
+        self._reader: aiosqlite.Connection | None = reader
+        self._write_lock = trio.Lock()
+        # While a snapshot is being installed, new reads wait on this event; reads already in flight are
+        # counted so the install can wait for them before closing the reader.
+        self._swapping: trio.Event | None = None
+        self._reads_in_flight = 0
+        self._reads_drained: trio.Event | None = None
+
+    # ---------------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Database:
+        """Open (creating if needed) and migrate the database at `path`; needs a running trio_asyncio loop."""
+        spath = os.fspath(path)
+        writer, reader = await cls._open_pair(spath)
+        return cls(spath, writer, reader)
+
+    @staticmethod
+    async def _open_pair(path: str) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+        # Shielded: a half-opened pair would leak a worker thread.
+        with trio.CancelScope(shield=True):
+            writer = await _open_connection(path, reader=False)  # migrates before the reader looks
+            try:
+                reader = await _open_connection(path, reader=True)
+            except BaseException:
+                await _aio_close(writer)
+                raise
+        return writer, reader
+
+    async def close(self) -> None:
+        """Close both connections (waits for a write in progress).  Idempotent."""
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        reader, writer = self._reader, self._writer
+        self._reader = self._writer = None
+        try:
+            if reader is not None:
+                await _aio_close(reader)
+        finally:
+            if writer is not None:
+                await _aio_close(writer)
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _require_writer(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise DatabaseClosedError(f"database {self.path} is closed")
+        return self._writer
+
+    # ------------------------------------------------------------------------------------------- writes
+
+    async def apply(self, batch: Iterable[tuple[int, int, bytes]]) -> list[Result | None]:
+        """Apply committed entries (index, kind, data) in one transaction; see state_machine.apply_batch.
+
+        One hop onto the writer's thread for the whole batch.  Shielded from cancellation: when this returns,
+        the batch is committed and the results are those of the commit.
+        """
+        # Normalise here, on the Trio side: EntryType -> int, memoryview -> bytes.
+        entries = [(int(index), int(kind), bytes(data)) for index, kind, data in batch]
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                writer = self._require_writer()
+                return await _on_thread(writer, apply_batch, entries)
+
+    async def snapshot(self, dest_path: str | os.PathLike[str]) -> int:
+        """Write a consistent, fsynced copy of the database to `dest_path`; return the applied index it holds.
+
+        Runs on the writer's thread between batches (so the copy is exactly at the last applied batch), via
+        SQLite's backup API into a temporary file that is then renamed into place.  The copy is a
+        single-file (rollback-journal mode) database, ready to ship to a follower.
+        """
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                writer = self._require_writer()
+                return await _on_thread(writer, _backup_to, os.fspath(dest_path))
+
+    async def install_snapshot(self, src_path: str | os.PathLike[str]) -> int:
+        """Replace the whole database with a snapshot file from the leader; return its applied index.
+
+        The file is copied beside the database, checked (SQLite quick_check, schema version, meta row) and
+        fsynced BEFORE anything is closed, so a bad snapshot raises SnapshotError and leaves the database as
+        it was.  Then reads are paused, both connections closed, the copy renamed over the database (stale
+        -wal/-shm removed first), the directory fsynced, and the connections reopened (which migrates an
+        older snapshot).  If reopening fails the Database stays closed and the error propagates.
+        """
+        path = Path(self.path)
+        tmp = _sidecar(path, ".install")
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                writer = self._require_writer()
+                await trio.to_thread.run_sync(_prepare_install, os.fspath(src_path), tmp)
+                self._swapping = swapping = trio.Event()
+                try:
+                    while self._reads_in_flight:
+                        self._reads_drained = trio.Event()
+                        await self._reads_drained.wait()
+                    await _on_thread(writer, _checkpoint)
+                    await self._close_connections()
+                    await trio.to_thread.run_sync(_swap_in, tmp, path)
+                    self._writer, self._reader = await self._open_pair(self.path)
+                finally:
+                    self._swapping = None
+                    swapping.set()
+                    await trio.to_thread.run_sync(_remove, tmp)  # only left over if something failed
+        return await self.applied_index()
+
+    # -------------------------------------------------------------------------------------------- reads
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(sqlite3_connection, *args)` on the reader's thread inside one read transaction.
+
+        `fn` must be synchronous and return plain values (see store.queries).  It sees the latest committed
+        batch.  Raises DatabaseClosedError after `close()`.
+        """
+        while self._swapping is not None:
+            await self._swapping.wait()
+        reader = self._reader
+        if reader is None:
+            raise DatabaseClosedError(f"database {self.path} is closed")
+        self._reads_in_flight += 1
+        try:
+            return await _on_thread(reader, _read_txn, fn, args)
+        finally:
+            self._reads_in_flight -= 1
+            if self._reads_in_flight == 0 and self._reads_drained is not None:
+                self._reads_drained.set()
+                self._reads_drained = None
+
+    async def applied_index(self) -> int:
+        """The last log index whose effects are committed in the database."""
+        return await self.read(queries.applied_index)
+
+    async def canonical_dump(self) -> str:
+        """A deterministic text dump of every table (rows by primary key), for comparing replicas."""
+        return await self.read(queries.canonical_dump)

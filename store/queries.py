@@ -1,0 +1,122 @@
+"""Read functions over a `sqlite3.Connection`, for `Database.read(fn, *args)` (the reader connection's thread).
+
+Each takes the connection first and returns plain immutable values (never a cursor or a live row), because
+the result crosses from the reader's thread to Trio.  `Database.read` wraps the call in a read transaction,
+so a function that runs several SELECTs sees one consistent state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from .state_machine import read_meta_int
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A row of `users`.  `password_hash` is the self-describing scrypt string (see store.auth)."""
+
+    id: int
+    username: str
+    password_hash: str
+    role: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session joined with its user.  `revoked` = logged out; expiry is the caller's check (`is_live`)."""
+
+    user_id: int
+    username: str
+    role: str
+    expires_at_ms: int
+    revoked: bool
+
+    def is_live(self, now_ms: int) -> bool:
+        """True if the session is neither revoked nor expired at `now_ms` (the gateway's clock)."""
+        return not self.revoked and now_ms < self.expires_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An entry of the replicated address book."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+def applied_index(conn: sqlite3.Connection) -> int:
+    """The last log index whose effects are in the database."""
+    return read_meta_int(conn, "applied_index")
+
+
+def user_by_name(conn: sqlite3.Connection, username: str) -> User | None:
+    """The user called `username` (case-insensitive), or None."""
+    row = conn.execute(
+        "SELECT id, username, password_hash, role, created_ms FROM users WHERE username = ?", (username,)
+    ).fetchone()
+    return User(*row) if row else None
+
+
+def user_by_id(conn: sqlite3.Connection, user_id: int) -> User | None:
+    """The user with id `user_id`, or None."""
+    row = conn.execute(
+        "SELECT id, username, password_hash, role, created_ms FROM users WHERE id = ?", (user_id,)
+    ).fetchone()
+    return User(*row) if row else None
+
+
+def session(conn: sqlite3.Connection, token_sha256: str) -> SessionInfo | None:
+    """The session whose token hashes to `token_sha256`, with its user's name and role; None if unknown."""
+    row = conn.execute(
+        "SELECT s.user_id, u.username, u.role, s.expires_at_ms, s.revoked_ms IS NOT NULL"
+        " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.token_sha256 = ?",
+        (token_sha256,),
+    ).fetchone()
+    if row is None:
+        return None
+    return SessionInfo(row[0], row[1], row[2], row[3], bool(row[4]))
+
+
+def members(conn: sqlite3.Connection) -> list[Member]:
+    """The replicated address book, ordered by node id."""
+    return [Member(*row) for row in conn.execute("SELECT node_id, host, port FROM members ORDER BY node_id")]
+
+
+def _literal(value: object) -> str:
+    """Rendering that keeps types apart (1 vs '1' vs b'1') and shows JSON blobs readably."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)  # int, float
+
+
+def canonical_dump(conn: sqlite3.Connection) -> str:
+    """A deterministic text form of the whole database, for comparing replicas.
+
+    Lists the schema version and every schema object's SQL, then every table's rows ordered by primary key
+    (by all columns for a table without one).  Two replicas with equal dumps hold the same state.
+    """
+    out = [f"user_version {conn.execute('PRAGMA user_version').fetchone()[0]}"]
+    objects = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+    for typ, name, tbl_name, sql in objects:
+        out.append(f"schema {typ} {name} on {tbl_name}: {sql}")
+    tables = [name for typ, name, _, _ in objects if typ == "table" and not name.startswith("sqlite_")]
+    for table in tables:
+        info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()  # cid, name, type, notnull, dflt, pk
+        columns = [col[1] for col in info]
+        pk = [col[1] for col in sorted((c for c in info if c[5]), key=lambda c: c[5])] or columns
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        order = ", ".join(f'"{c}"' for c in pk)
+        out.append(f"table {table} ({', '.join(columns)})")
+        for row in conn.execute(f'SELECT {quoted} FROM "{table}" ORDER BY {order}'):
+            out.append("  " + "|".join(_literal(v) for v in row))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,194 @@
+"""store.db.Database from Trio (through trio-asyncio): apply, read, replay, snapshot export and install."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+import trio_asyncio
+
+from store import queries
+from store.commands import OK, CreateSession, RegisterUser, Result, RevokeSession, SetMember, encode_command
+from store.db import Database, DatabaseClosedError, SnapshotError
+from store.state_machine import KIND_CONF, KIND_NORMAL
+
+T0 = 1_700_000_000_000
+TOKEN = "f" * 64
+
+
+def log_entries(n_users: int, start: int = 1) -> list[tuple[int, int, bytes]]:
+    """A small log: users, a session, a member, a no-op and a conf entry."""
+    out: list[tuple[int, int, bytes]] = []
+    index = start
+    for i in range(n_users):
+        c = RegisterUser(request_id=f"u{index}", client_id="c", ts_ms=T0 + index, username=f"user{index}",
+                         password_hash="h", role="CUSTOMER")
+        out.append((index, KIND_NORMAL, encode_command(c)))
+        index += 1
+    out.append((index, KIND_NORMAL, b""))
+    out.append((index + 1, KIND_CONF, b'{"voters":[1,2,3]}'))
+    return out
+
+
+@pytest.mark.trio
+async def test_apply_read_and_replay_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    log = log_entries(5)
+    async with trio_asyncio.open_loop():
+        db = await Database.open(path)
+        try:
+            results = await db.apply(log[:3])
+            assert [r.data for r in results] == [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]
+            assert await db.applied_index() == 3
+            user = await db.read(queries.user_by_name, "user2")
+            assert user is not None and user.id == 2
+            before = await db.canonical_dump()
+        finally:
+            await db.close()
+
+        # Restart: the log after applied_index replays; everything up to it is skipped, so replaying the whole
+        # log from the start is harmless.
+        db = await Database.open(path)
+        try:
+            assert await db.canonical_dump() == before
+            results = await db.apply(log)
+            assert results[:3] == [None, None, None]
+            assert [r.code for r in results[3:5]] == [OK, OK] and results[5:] == [None, None]
+            assert await db.applied_index() == len(log)
+            state = await db.canonical_dump()
+            assert await db.apply(log) == [None] * len(log)
+            assert await db.canonical_dump() == state
+        finally:
+            await db.close()
+
+
+@pytest.mark.trio
+async def test_login_logout_through_database(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            base = {"client_id": "web", "ts_ms": T0}
+            cmds = [
+                RegisterUser(request_id="1", **base, username="bob", password_hash="h", role="CUSTOMER"),
+                CreateSession(request_id="2", **base, user_id=1, token_sha256=TOKEN, expires_at_ms=T0 + 1000),
+                SetMember(request_id="3", **base, node_id=2, host="127.0.0.1", port=7002),
+            ]
+            results = await db.apply([(i + 1, KIND_NORMAL, encode_command(c)) for i, c in enumerate(cmds)])
+            assert all(r.ok for r in results)
+            assert await db.read(queries.session, TOKEN) == queries.SessionInfo(1, "bob", "CUSTOMER", T0 + 1000, False)
+            assert await db.read(queries.members) == [queries.Member(2, "127.0.0.1", 7002)]
+            [out] = await db.apply([(4, KIND_NORMAL, encode_command(
+                RevokeSession(request_id="4", **base, token_sha256=TOKEN)))])
+            assert out == Result(True, OK, "logged out", {"user_id": 1})
+            assert (await db.read(queries.session, TOKEN)).revoked
+
+
+@pytest.mark.trio
+async def test_snapshot_install_round_trip(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop():
+        leader = await Database.open(tmp_path / "leader.db")
+        follower = await Database.open(tmp_path / "follower.db")
+        try:
+            await leader.apply(log_entries(20))
+            snap = tmp_path / "snap.db"
+            index = await leader.snapshot(snap)
+            assert index == 22 == await leader.applied_index()
+            # The snapshot is one self-contained file.
+            assert not any(p.name.startswith("snap.db-") for p in tmp_path.iterdir())
+
+            # The follower had diverging, older state of its own (and a WAL with content).
+            await follower.apply(log_entries(3))
+            assert await follower.install_snapshot(snap) == 22
+            assert await follower.applied_index() == 22
+            assert await follower.canonical_dump() == await leader.canonical_dump()
+
+            # It goes on applying from there exactly like the leader.
+            more = log_entries(4, start=23)
+            assert await leader.apply(more) == await follower.apply(more)
+            assert await follower.canonical_dump() == await leader.canonical_dump()
+        finally:
+            await leader.close()
+            await follower.close()
+        assert not (tmp_path / "follower.db.install").exists()
+
+        # Durable: reopening the follower's file gives the installed state.
+        reopened = await Database.open(tmp_path / "follower.db")
+        try:
+            assert await reopened.applied_index() == 28
+        finally:
+            await reopened.close()
+
+
+@pytest.mark.trio
+async def test_bad_snapshot_leaves_database_untouched(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            await db.apply(log_entries(2))
+            state = await db.canonical_dump()
+            with pytest.raises(SnapshotError):
+                await db.install_snapshot(garbage)
+            with pytest.raises(FileNotFoundError):
+                await db.install_snapshot(tmp_path / "missing.db")
+            # An empty SQLite file (no railraft schema) is refused too.
+            async with await Database.open(tmp_path / "other.db") as other:
+                await other.snapshot(tmp_path / "other-snap.db")
+            empty = tmp_path / "empty.db"
+            import sqlite3
+
+            sqlite3.connect(empty).close()
+            with pytest.raises(SnapshotError, match="schema version 0"):
+                await db.install_snapshot(empty)
+            assert await db.canonical_dump() == state
+            await db.apply(log_entries(1, start=5))  # still writable
+    assert not (tmp_path / "n.db.install").exists()
+
+
+@pytest.mark.trio
+async def test_reads_during_install_wait_and_see_the_new_state(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "a.db") as src:
+            await src.apply(log_entries(10))
+            await src.snapshot(tmp_path / "s.db")
+        async with await Database.open(tmp_path / "b.db") as db:
+            seen: list[int] = []
+
+            async def reader() -> None:
+                for _ in range(30):
+                    seen.append(await db.applied_index())
+                    await trio.sleep(0)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(reader)
+                await trio.sleep(0)
+                assert await db.install_snapshot(tmp_path / "s.db") == 12
+            assert set(seen) <= {0, 12} and seen[-1] == 12
+
+
+@pytest.mark.trio
+async def test_cancelled_apply_still_reports_its_commit(tmp_path: Path) -> None:
+    """apply is shielded: a cancelled caller cannot lose track of a committed batch."""
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                results = await db.apply(log_entries(2))
+            assert results[0].ok and await db.applied_index() == 4
+
+
+@pytest.mark.trio
+async def test_closed_database_refuses_calls(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop():
+        db = await Database.open(tmp_path / "n.db")
+        await db.close()
+        await db.close()  # idempotent
+        with pytest.raises(DatabaseClosedError):
+            await db.read(queries.members)
+        with pytest.raises(DatabaseClosedError):
+            await db.apply(log_entries(1))
+        with pytest.raises(DatabaseClosedError):
+            await db.snapshot(tmp_path / "s.db")
+    assert sorted(os.listdir(tmp_path)) == ["n.db"]  # the last close removed the WAL sidecars
