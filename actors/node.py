@@ -52,6 +52,9 @@ from raft.types import (
     SnapshotMeta,
 )
 
+from store import queries
+from store.commands import SetMember, decode_command
+
 from .messages import (
     ApplyEntries,
     Call,
@@ -146,6 +149,7 @@ class Node:
         storage: LogStorage | None = None,
         crash_injector: ActorCrashInjector | None = None,
         on_apply: Callable[[list[tuple[Entry, Any]]], None] | None = None,
+        inline_io: bool = False,
     ) -> None:
         self.s = settings
         self.id = settings.id
@@ -154,6 +158,8 @@ class Node:
         self.storage = storage if storage is not None else FileStorage(settings.raft_dir)
         self.crash = crash_injector or ActorCrashInjector()
         self.on_apply = on_apply
+        # Tests with in-memory storage and Trio's mock clock run disk calls inline (no threads).
+        self.inline_io = inline_io
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
         self.addresses[self.id] = (settings.host, settings.port)
         self.started_at = time.monotonic()
@@ -219,6 +225,7 @@ class Node:
         if latest is not None:
             self.snapshot_path = latest[1]
         self.applied_index = applied
+        await self._load_address_book()
         self.core = RaftCore(
             RaftConfig(
                 self.id,
@@ -247,7 +254,7 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run every actor until cancelled (or until one escalates)."""
         self.s.data_dir.mkdir(parents=True, exist_ok=True)
-        await trio.to_thread.run_sync(self._recover)
+        await self._io(self._recover)
         await self._open_state_machine()
         policy = self.s.restart_policy
         try:
@@ -275,7 +282,7 @@ class Node:
         for w in self.waiters.values():
             w.reply.fail(NodeStopping("node stopping"))
         try:
-            await trio.to_thread.run_sync(self.storage.close)
+            await self._io(self.storage.close)
         except Exception:  # noqa: BLE001 - closing is best effort; the log is fsynced already
             log.exception("closing the Raft log")
 
@@ -283,6 +290,13 @@ class Node:
         async with trio.open_nursery() as n:
             task_status.started(n)
             await trio.sleep_forever()
+
+    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking file work (fsync, copies) off the Trio thread -- or inline for in-memory tests."""
+        if self.inline_io:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
 
     # ================= public API (gateway) =================
     def leader_address(self) -> str:
@@ -382,7 +396,7 @@ class Node:
         """A complete snapshot file arrived: hand it to consensus (it decides whether to install it)."""
         assert msg.snapshot is not None
         dest = self.s.snapshot_dir / f"recv-{msg.snapshot.meta.index}-{os.urandom(4).hex()}.db"
-        await trio.to_thread.run_sync(shutil.move, str(path), str(dest))
+        await self._io(shutil.move, str(path), str(dest))
         m = Message(
             MsgType.SNAP, msg.to, msg.frm, msg.term, msg.log_term, msg.index, (), msg.commit, False, 0,
             Snapshot(msg.snapshot.meta, dest), msg.context,
@@ -622,10 +636,10 @@ class Node:
                     reply = Reply()
                     await self.applier_in.send(InstallSnapshot(rd.snapshot.meta, Path(rd.snapshot.data), reply))
                     await reply.wait()
-                await trio.to_thread.run_sync(self._save, rd)
+                await self._io(self._save, rd)
                 await self.consensus_in.send(Persisted(rd))
             elif isinstance(job, CompactLog):
-                await trio.to_thread.run_sync(self.storage.compact, job.meta)
+                await self._io(self.storage.compact, job.meta)
                 self.log_bytes = self.storage.log_bytes()
 
     def _save(self, rd: Ready) -> None:
@@ -651,12 +665,13 @@ class Node:
                     self.applied_index = index
                     self.snapshot_index = index
                     keep = self.s.snapshot_dir / f"snap-{job.meta.index}.db"
-                    await trio.to_thread.run_sync(shutil.copyfile, str(job.path), str(keep))
+                    await self._io(shutil.copyfile, str(job.path), str(keep))
                     self.snapshot_path = keep
                     self._forget_old_snapshots(keep)
                     for i in [i for i in self.waiters if i <= index]:
                         self.waiters.pop(i).reply.fail(ProposalLost(f"entry {i} superseded by a snapshot"))
                     self._release_reads()
+                    await self._load_address_book()
                     log.info("node %d: installed snapshot at index %d", self.id, index)
                     job.reply.set(index)
                 except BaseException as e:
@@ -688,12 +703,21 @@ class Node:
     def _after_apply_hooks(self, entries: list[Entry], results: list[Any]) -> None:
         """Learn addresses from the replicated address book as it is applied."""
         for e, res in zip(entries, results):
-            if e.type != EntryType.NORMAL or not e.data or res is None:
+            if e.type != EntryType.NORMAL or not e.data or res is None or not getattr(res, "ok", False):
                 continue
-            data = getattr(res, "data", None) or {}
-            member = data.get("member") if isinstance(data, dict) else None
-            if member and getattr(res, "ok", False):
-                self.set_address(int(member["node_id"]), str(member["host"]), int(member["port"]))
+            # store's SetMember result carries only the node id: the address is in the command itself.
+            try:
+                cmd = decode_command(e.data)
+            except ValueError:
+                continue
+            if isinstance(cmd, SetMember):
+                self.set_address(cmd.node_id, cmd.host, cmd.port)
+
+    async def _load_address_book(self) -> None:
+        """Addresses of nodes that joined after start-up are in the database, not in the configuration."""
+        for m in await self.db.read(queries.members):
+            if m.node_id != self.id:
+                self.set_address(m.node_id, m.host, m.port)
 
     def _release_reads(self) -> None:
         keep = []
@@ -711,7 +735,7 @@ class Node:
         tmp = self.s.snapshot_dir / f"tmp-{index}.db"
         got = await self.db.snapshot(tmp)
         final = self.s.snapshot_dir / f"snap-{got}.db"
-        await trio.to_thread.run_sync(os.replace, tmp, final)
+        await self._io(os.replace, tmp, final)
         self.snapshot_index = got
         self._forget_old_snapshots(final)
         log.info("node %d: snapshot at index %d (%d bytes)", self.id, got, final.stat().st_size)

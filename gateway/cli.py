@@ -1,19 +1,44 @@
 """The `railraft` command line.
 
     railraft --version
-    railraft sim --seeds N --start S [--jobs J]   run the deterministic cluster simulation
+    railraft sim --seeds N --start S [--jobs J]          run the deterministic cluster simulation
+    railraft node --id N [--config cluster.toml]         run one node (--join: join a running cluster)
+    railraft cluster up [--nodes 3] [--port 50051] [--data-dir data]
+                                                         write data/cluster.toml, run and supervise the nodes
+    railraft cluster add-node --id N --host H --port P [--start]
+    railraft cluster remove-node --id N
+    railraft cluster transfer-leader [--to N]
+    railraft status [--nodes host:port,...] [--json]     role, term, indexes, log size of every node
+    railraft register USER PASS | login USER PASS | logout TOKEN   [--nodes ...] [--json]
+    railraft dump --db PATH                              canonical dump of a node's database (read-only)
 
-More subcommands (node, client) come with the node runtime.
+Commands that talk to a cluster take `--nodes host:port,...` or `--config cluster.toml`; without either they
+use the default 3 nodes on 127.0.0.1:50051-50053.  Admin and account calls may go to any node: it forwards
+them to the leader.  Exit codes: 0 ok, 1 the cluster refused or could not serve the call, 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import json
+import logging
+import os
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 DIST_NAME = "railraft"
+
+# Test hook (never set in production): "ACTOR:SECONDS[:TIMES]" makes `railraft node` arm
+# actors.supervisor.ActorCrashInjector for ACTOR (e.g. replicator-2) SECONDS after start.
+CRASH_ENV = "RAILRAFT_CRASH_ACTOR"
+# Set by `railraft cluster up` for its children: the supervisor's pid.  The node asks the kernel for SIGTERM
+# when that process dies, so a killed supervisor never leaves orphan nodes behind.
+PARENT_ENV = "RAILRAFT_PARENT_PID"
 
 
 def version() -> str:
@@ -25,6 +50,9 @@ def version() -> str:
         return dist_version(DIST_NAME)
     except PackageNotFoundError:
         return "0+unknown"
+
+
+# ============================================================================================ sim
 
 
 def _load_simulation():  # noqa: ANN202 - returns a module
@@ -62,6 +90,359 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return int(rc or 0)
 
 
+# ============================================================================================ node
+
+
+class _NodeContext(logging.Filter):
+    """Adds `node` and `term` to every log record of a node process (term once the node runs)."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.node: Any = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node_id
+        record.term = getattr(self.node, "term", None)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, node, term (null until known), logger, message [, exc]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "node": getattr(record, "node", None),
+            "term": getattr(record, "term", None),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"))
+
+
+def setup_node_logging(node_id: int, fmt: str, level: str = "INFO") -> _NodeContext:
+    """Log to stderr as text or JSON lines; returns the filter to attach the running node to."""
+    ctx = _NodeContext(node_id)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ctx)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s node%(node)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    return ctx
+
+
+def parse_crash_spec(spec: str) -> tuple[str, float, int]:
+    """'ACTOR:SECONDS[:TIMES]' -> (actor, seconds, times)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise ValueError(f"{CRASH_ENV} must be ACTOR:SECONDS[:TIMES], got {spec!r}")
+    return parts[0], float(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+
+
+def _die_with_parent() -> None:
+    """If started by `cluster up`, get SIGTERM when the supervisor dies (Linux), or exit if it already has."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        sys.exit(0)  # the supervisor is already gone
+
+
+def _find(eg: BaseException, kind: type) -> BaseException | None:
+    if isinstance(eg, kind):
+        return eg
+    for sub in getattr(eg, "exceptions", ()):
+        found = _find(sub, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def run_node_process(settings: Any, ctx: _NodeContext | None = None, crash: tuple[str, float, int] | None = None) -> int:
+    """gateway.runner.run_node, plus what a process needs around it: the node in log records, the crash hook.
+
+    Returns the exit code (0 clean stop, 3 an actor escalated, 1 crash) exactly as run_node does.
+    """
+    import trio
+    import trio_asyncio
+
+    from actors.supervisor import ActorCrashInjector, EscalationError
+
+    from .runner import run_node, serve_node
+
+    if ctx is None and crash is None:
+        return run_node(settings)
+    log = logging.getLogger("railraft.node")
+    injector = ActorCrashInjector()
+
+    async def arm(actor: str, delay: float, times: int) -> None:
+        await trio.sleep(delay)
+        log.warning("test hook %s: crashing actor %s %d time(s)", CRASH_ENV, actor, times)
+        injector.arm(actor, times)
+
+    async def main() -> None:
+        async with trio_asyncio.open_loop():
+            async with trio.open_nursery() as nursery:
+
+                async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await serve_node(settings, task_status=task_status, crash_injector=injector)
+                    nursery.cancel_scope.cancel()  # stopped by a signal: end the hook task too
+
+                node = await nursery.start(serve)
+                if ctx is not None:
+                    ctx.node = node
+                if crash is not None:
+                    nursery.start_soon(arm, *crash)
+
+    try:
+        trio.run(main)
+    except EscalationError as e:
+        log.critical("node %d: stopping: %s", settings.id, e)
+        return 3
+    except BaseExceptionGroup as eg:  # noqa: F821 - builtin on 3.11
+        esc = _find(eg, EscalationError)
+        if esc is not None:
+            log.critical("node %d: stopping: %s", settings.id, esc)
+            return 3
+        log.critical("node %d crashed", settings.id, exc_info=eg)
+        return 1
+    return 0
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from actors.config import ConfigError, default_config, load_config
+
+    from .runner import settings_for
+
+    ctx = setup_node_logging(args.id, args.log_format, args.log_level)
+    try:
+        cfg = load_config(args.config) if args.config else default_config()
+        settings = settings_for(
+            cfg, args.id, join=args.join, host=args.host, port=args.port,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+        )
+    except ConfigError as e:
+        hint = " (a node that is not in the configuration needs --join --host H --port P)" if not args.join else ""
+        print(f"railraft node: {e}{hint}", file=sys.stderr)
+        return 2
+    crash = None
+    if os.environ.get(CRASH_ENV):
+        try:
+            crash = parse_crash_spec(os.environ[CRASH_ENV])
+        except ValueError as e:
+            print(f"railraft node: {e}", file=sys.stderr)
+            return 2
+    _die_with_parent()
+    return run_node_process(settings, ctx, crash)
+
+
+# ================================================================================ cluster clients
+
+
+def _addresses(args: argparse.Namespace) -> list[str]:
+    """--nodes, else the nodes of --config, else the default 3 local nodes."""
+    from actors.config import default_config, load_config
+
+    from .admin_client import parse_addresses
+
+    if getattr(args, "nodes", None):
+        return parse_addresses(args.nodes)
+    cfg = load_config(args.config) if getattr(args, "config", None) else default_config()
+    return [n.address for n in cfg.nodes]
+
+
+def _run_client(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+def _client_errors(fn: Any) -> Any:
+    """Turn config, usage and cluster errors of a client command into a message and exit code."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from grpclib import GRPCError
+
+        from actors.config import ConfigError
+
+        from .admin_client import ClusterUnavailable
+
+        try:
+            return fn(args)
+        except (ConfigError, ValueError) as e:
+            print(f"railraft {args.command}: {e}", file=sys.stderr)
+            return 2
+        except ClusterUnavailable as e:
+            msg = f"the cluster could not serve the call: {e}"
+        except GRPCError as e:
+            msg = f"{e.status.name}: {e.message}"
+        if getattr(args, "json", False):
+            _print_json({"ok": False, "error": msg})
+        else:
+            print(f"railraft {args.command}: {msg}", file=sys.stderr)
+        return 1
+
+    return wrapper
+
+
+async def discover_status(addrs: list[str]) -> dict[str, Any]:
+    """cluster_status of `addrs`, plus members the reachable nodes know of that were not listed."""
+    from .admin_client import cluster_status, leader_of, node_status
+
+    st = await cluster_status(addrs)
+    seen = set(addrs) | {n["address"] for n in st["nodes"]}
+    extra = sorted({m["address"] for n in st["nodes"] if n.get("up") for m in n["members"]} - seen)
+    if extra:
+        st["nodes"] += list(await asyncio.gather(*(node_status(a) for a in extra)))
+        st["leader"] = leader_of(st["nodes"])
+    return st
+
+
+@_client_errors
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .admin_client import format_status_table
+
+    addrs = _addresses(args)
+    st = _run_client(discover_status(addrs))
+    if args.json:
+        _print_json(st)
+    else:
+        print(format_status_table(st))
+    return 0 if any(n.get("up") for n in st["nodes"]) else 1
+
+
+def _admin_result(args: argparse.Namespace, res: dict[str, Any]) -> int:
+    if args.json:
+        _print_json(res)
+    else:
+        print(res["message"] + (f" (leader: node {res['leader_id']})" if res.get("leader_id") else ""))
+    return 0 if res["ok"] else 1
+
+
+@_client_errors
+def _cmd_add_node(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+    from .cluster import start_detached_node
+
+    addrs = _addresses(args)
+    if args.start:
+        pid, log_path = start_detached_node(
+            args.id, args.host, args.port, config=args.config, data_dir=args.data_dir, log_format=args.log_format,
+        )
+        if not args.json:
+            print(f"started node {args.id} on {args.host}:{args.port}, pid {pid}, log {log_path}")
+    res = _run_client(ac.add_node(addrs, args.id, args.host, args.port))
+    if args.start:
+        res["pid"] = pid
+    return _admin_result(args, res)
+
+
+@_client_errors
+def _cmd_remove_node(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+
+    return _admin_result(args, _run_client(ac.remove_node(_addresses(args), args.id)))
+
+
+@_client_errors
+def _cmd_transfer_leader(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+
+    return _admin_result(args, _run_client(ac.transfer_leader(_addresses(args), args.to or 0)))
+
+
+@_client_errors
+def _cmd_register(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+
+    res = _run_client(ac.register(_addresses(args), args.username, args.password))
+    _print_json(res) if args.json else print(res["message"])
+    return 0 if res["success"] else 1
+
+
+@_client_errors
+def _cmd_login(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+
+    res = _run_client(ac.login(_addresses(args), args.username, args.password))
+    if args.json:
+        _print_json(res)
+    else:
+        print(res["message"])
+        if res["success"]:
+            print(f"token: {res['token']}")
+    return 0 if res["success"] else 1
+
+
+@_client_errors
+def _cmd_logout(args: argparse.Namespace) -> int:
+    from . import admin_client as ac
+
+    res = _run_client(ac.logout(_addresses(args), args.token))
+    _print_json(res) if args.json else print(res["message"])
+    return 0 if res["success"] else 1
+
+
+def dump_database(path: str | Path) -> str:
+    """store.queries.canonical_dump of a database file, opened read-only (the node should be stopped)."""
+    import sqlite3
+
+    from store import queries
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no database at {path}")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return queries.canonical_dump(conn)
+    finally:
+        conn.close()
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    try:
+        sys.stdout.write(dump_database(args.db))
+    except (OSError, Exception) as e:  # noqa: BLE001 - report any sqlite/file problem as a message
+        print(f"railraft dump: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_cluster_up(args: argparse.Namespace) -> int:
+    from .cluster import cluster_up
+
+    return cluster_up(
+        nodes=args.nodes, port=args.port, data_dir=args.data_dir, log_format=args.log_format,
+        snapshot_entries=args.snapshot_entries,
+    )
+
+
+# ========================================================================================= parser
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", metavar="HOST:PORT,...", help="node addresses (default: from --config, else 127.0.0.1:50051-50053)")
+    p.add_argument("--config", metavar="PATH", help="cluster.toml to take node addresses from")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="railraft",
@@ -75,6 +456,73 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", type=int, default=0, metavar="S", help="first seed (default 0)")
     sim.add_argument("--jobs", type=int, default=None, metavar="J", help="worker processes (simulation's default)")
     sim.set_defaults(func=_cmd_sim)
+
+    node = sub.add_parser("node", help="run one node in the foreground (SIGINT/SIGTERM stop it cleanly)")
+    node.add_argument("--id", type=int, required=True, metavar="N", help="this node's id")
+    node.add_argument("--config", metavar="PATH", help="cluster.toml (default: 3 nodes on 127.0.0.1:50051-50053, data in ./data)")
+    node.add_argument("--join", action="store_true", help="join a running cluster (ask it with `railraft cluster add-node`)")
+    node.add_argument("--host", help="listen host (when the node is not in the configuration)")
+    node.add_argument("--port", type=int, help="listen port (when the node is not in the configuration)")
+    node.add_argument("--data-dir", metavar="DIR", help="this node's data directory (default: DATA_DIR/nodeN)")
+    node.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
+    node.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ...")
+    node.set_defaults(func=_cmd_node)
+
+    status = sub.add_parser("status", help="show every node's role, term, indexes and log size")
+    _add_target(status)
+    status.set_defaults(func=_cmd_status)
+
+    cluster = sub.add_parser("cluster", help="run a local cluster, change membership, move leadership")
+    csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION")
+    up = csub.add_parser("up", help="write DATA_DIR/cluster.toml and run the nodes under a supervisor")
+    up.add_argument("--nodes", type=int, default=None, metavar="N", help="number of nodes (default 3)")
+    up.add_argument("--port", type=int, default=None, metavar="P", help="first port (default 50051)")
+    up.add_argument("--data-dir", default="data", metavar="DIR", help="where cluster.toml, node data and logs go (default data)")
+    up.add_argument("--snapshot-entries", type=int, default=None, metavar="N", help="snapshot every N applied entries")
+    up.add_argument("--log-format", choices=("text", "json"), default="text", help="node log format")
+    up.set_defaults(func=_cmd_cluster_up)
+
+    add = csub.add_parser("add-node", help="add a node (learner, catch up, voter); --start launches it first")
+    add.add_argument("--id", type=int, required=True, metavar="N")
+    add.add_argument("--host", default="127.0.0.1")
+    add.add_argument("--port", type=int, required=True)
+    add.add_argument("--start", action="store_true", help="launch the node process (detached, with --join) first")
+    add.add_argument("--data-dir", default=None, metavar="DIR",
+                     help="with --start: the cluster's data dir (node data in DIR/nodeN, log in DIR/nodeN.log)")
+    add.add_argument("--log-format", choices=("text", "json"), default="text", help="with --start: node log format")
+    _add_target(add)
+    add.set_defaults(func=_cmd_add_node)
+
+    rm = csub.add_parser("remove-node", help="remove a node from the cluster")
+    rm.add_argument("--id", type=int, required=True, metavar="N")
+    _add_target(rm)
+    rm.set_defaults(func=_cmd_remove_node)
+
+    tl = csub.add_parser("transfer-leader", help="move leadership to another voter")
+    tl.add_argument("--to", type=int, default=0, metavar="N", help="target node (default: the most up-to-date voter)")
+    _add_target(tl)
+    tl.set_defaults(func=_cmd_transfer_leader)
+
+    reg = sub.add_parser("register", help="create a customer account")
+    reg.add_argument("username")
+    reg.add_argument("password")
+    _add_target(reg)
+    reg.set_defaults(func=_cmd_register)
+
+    login = sub.add_parser("login", help="log in; prints the session token")
+    login.add_argument("username")
+    login.add_argument("password")
+    _add_target(login)
+    login.set_defaults(func=_cmd_login)
+
+    logout = sub.add_parser("logout", help="end a session")
+    logout.add_argument("token")
+    _add_target(logout)
+    logout.set_defaults(func=_cmd_logout)
+
+    dump = sub.add_parser("dump", help="canonical dump of a node's database file (read-only; stop the node first)")
+    dump.add_argument("--db", required=True, metavar="PATH")
+    dump.set_defaults(func=_cmd_dump)
     return parser
 
 
@@ -85,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "cluster" and getattr(args, "cluster_command", None) is None:
+        parser.parse_args(["cluster", "--help"])
     return args.func(args)
 
 

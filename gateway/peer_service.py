@@ -203,9 +203,7 @@ class RaftPeerService(RaftBase):
         h = grpclib.const.Handler
         return {
             STREAM_METHOD: h(self._rpc_stream, c.STREAM_STREAM, RawBytes, RawBytes),
-            INSTALL_SNAPSHOT_METHOD: h(
-                self._rpc_install_snapshot, c.STREAM_UNARY, RawBytes, InstallSnapshotResponse
-            ),
+            INSTALL_SNAPSHOT_METHOD: h(self._rpc_install_snapshot, c.STREAM_UNARY, RawBytes, InstallSnapshotResponse),
             REQUEST_VOTE_METHOD: h(self._rpc_request_vote, c.UNARY_UNARY, RawBytes, VoteResponse),
             APPEND_ENTRIES_METHOD: h(self._rpc_append_entries, c.UNARY_UNARY, RawBytes, AppendEntriesResponse),
             TIMEOUT_NOW_METHOD: h(self._rpc_timeout_now, c.UNARY_UNARY, RawBytes, TimeoutNowResponse),
@@ -405,9 +403,7 @@ class RaftPeerService(RaftBase):
     # (the real answer comes back on the answering node's own stream) and must never be fed to a core.
 
     async def _rpc_request_vote(self, stream: grpclib.server.Stream) -> None:
-        msg = self._decode_unary(
-            await stream.recv_message(), VoteRequest, frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
-        )
+        msg = self._decode_unary(await stream.recv_message(), VoteRequest, frozenset({MsgType.VOTE, MsgType.PRE_VOTE}))
         await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
         # reject=True so that nobody could mistake the acknowledgement for a granted vote
         await stream.send_message(VoteResponse(**self._ack_header(msg), reject=True))

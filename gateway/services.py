@@ -101,19 +101,19 @@ class TicketingService(LeaderHintMixin, TicketingBase):
         bad = LoginResponse(success=False, message="wrong username or password")
         if user is None:
             return bad
-        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, login_request.password, user["password_hash"])
+        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, login_request.password, user.password_hash)
         if not ok:
             return bad
         token, token_sha = auth.new_session_token()
         ts = now_ms()
         cmd = CreateSession(
             request_id=new_request_id(), client_id=self.client_id, ts_ms=ts,
-            user_id=int(user["id"]), token_sha256=token_sha, expires_at_ms=ts + SESSION_TTL_MS,
+            user_id=int(user.id), token_sha256=token_sha, expires_at_ms=ts + SESSION_TTL_MS,
         )
         res = await self.submit.submit(encode_command(cmd))
         if not res.ok:
             return LoginResponse(success=False, message=res.message)
-        return LoginResponse(success=True, message=f"Logged in as {user['username']}", token=token, role=user["role"])
+        return LoginResponse(success=True, message=f"Logged in as {user.username}", token=token, role=user.role)
 
     async def logout(self, logout_request: LogoutRequest) -> StatusResponse:
         if not logout_request.token:

@@ -138,9 +138,7 @@ def apply_batch(conn: sqlite3.Connection, batch: Iterable[Entry]) -> list[Result
                 raise ValueError(f"log index {index}: unknown entry kind {kind!r}")
             applied = index
             if index % PRUNE_EVERY == 0:
-                due = True
-        if locals().get("due"):
-            _prune(conn, clock)
+                _prune(conn, clock)
         if applied != start_applied:
             _write_meta(conn, "applied_index", applied)
         if clock != start_clock:

@@ -256,6 +256,8 @@ async def test_snapshot_arrives_byte_identical(tmp_path):
 
             with pytest.raises(ValueError):
                 await link.send_snapshot(Message(MsgType.APP, to=2, frm=1), src)
+            with pytest.raises(FileNotFoundError):  # our own problem, not the peer's
+                await link.send_snapshot(msg, tmp_path / "missing.db")
 
 
 @pytest.mark.trio
@@ -330,21 +332,34 @@ async def test_send_to_a_port_without_server_fails_fast():
 
 
 @pytest.mark.trio
-async def test_send_to_a_silent_peer_times_out():
-    """A peer that accepts the connection but never speaks HTTP/2 (think SIGSTOP) fails the send."""
+async def test_a_silent_peer_is_detected():
+    """A peer that accepts connections but never answers (think SIGSTOP): a send that cannot complete
+    times out, and an idle link notices through unanswered HTTP/2 pings."""
     async with trio_asyncio.open_loop():
         listener = trio.socket.socket()
         await listener.bind((HOST, 0))
         listener.listen()
         port = listener.getsockname()[1]
-        link = PeerLink(2, HOST, port, cluster_id=CLUSTER, group_id=GROUP, node_id=1, connect_timeout=0.5)
+        hb = Message(MsgType.HEARTBEAT, to=2, frm=1, term=1)
+        link = PeerLink(2, HOST, port, cluster_id=CLUSTER, group_id=GROUP, node_id=1)
         try:
             big = Message(MsgType.APP, to=2, frm=1, term=1, entries=(Entry(1, 1, data=b"x" * 100_000),))
             start = trio.current_time()
-            with pytest.raises(PeerUnavailable):
+            with pytest.raises(PeerUnavailable, match="within"):
                 # the HTTP/2 window (64 KiB until the peer's SETTINGS arrive) fills; the send then times out
                 await link.send([big])
             assert trio.current_time() - start < 3.0
+        finally:
+            await link.close()
+
+        link = PeerLink(2, HOST, port, cluster_id=CLUSTER, group_id=GROUP, node_id=1, keepalive=0.3)
+        try:
+            # a small send fits in the socket buffers and "succeeds"; the keepalive ping then goes unanswered
+            await link.send([hb])
+            assert link.connected
+            await wait_for(lambda: not link.connected, timeout=3)
+            with pytest.raises(PeerUnavailable, match="Connection lost"):
+                await link.send([hb])
         finally:
             await link.close()
             listener.close()
@@ -359,10 +374,12 @@ async def test_link_reconnects_after_the_server_restarts(tmp_path):
             link = link_to(first, frm=1)
             await link.send([hb])
             await wait_for(lambda: len(first.delivered) == 1)
-        # server gone: sends fail (the first one may find out the connection is gone, the next cannot connect)
+        # Server gone: the link notices its connection closing; the next send reports it, and the one
+        # after that cannot connect.
+        await wait_for(lambda: not link.connected, timeout=2)
         with pytest.raises(PeerUnavailable):
             await link.send([hb])
-        with pytest.raises(PeerUnavailable):
+        with pytest.raises(PeerUnavailable, match="Connect|refused"):
             await link.send([hb])
         try:
             async with serving(2, tmp_path, port=port) as second:
@@ -427,7 +444,9 @@ async def test_throughput_smoke(tmp_path):
     """Not a benchmark (no timing assertion): 20k small APP messages in batches of 100, printed with -s."""
     total, batch = 20_000, 100
     msgs = [
-        Message(MsgType.APP, to=2, frm=1, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data=b"x" * 64),))
+        Message(
+            MsgType.APP, to=2, frm=1, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data=b"x" * 64),)
+        )
         for i in range(total)
     ]
     async with trio_asyncio.open_loop():

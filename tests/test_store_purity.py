@@ -57,7 +57,9 @@ def test_deterministic_store_module_is_pure(name: str) -> None:
 
 def test_checker_catches_violations(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text('"""Never random()."""\nimport time\nfrom secrets import token_hex\nQ = "INSERT INTO t VALUES (random())"\n')
+    bad.write_text(
+        '"""Never random()."""\nimport time\nfrom secrets import token_hex\nQ = "INSERT INTO t VALUES (random())"\n'
+    )
     joined = "\n".join(_problems(bad))
     assert "imports time" in joined and "imports secrets" in joined
     assert joined.count("non-deterministic SQL") == 1  # the query, not the docstring

@@ -130,7 +130,8 @@ def test_register_login_logout_flow(conn) -> None:
             start=5,
         ),
     )
-    assert login.ok and login.data == {"user_id": 1, "username": "alice", "role": "CUSTOMER", "expires_at_ms": T0 + HOUR}
+    assert login.ok
+    assert login.data == {"user_id": 1, "username": "alice", "role": "CUSTOMER", "expires_at_ms": T0 + HOUR}
     assert ghost.code == NOT_FOUND and "user 99" in ghost.message
     assert clash.code == ALREADY_EXISTS
     assert past.code == INVALID_ARGUMENT
@@ -205,7 +206,8 @@ def test_members_address_book(conn) -> None:
 
 
 def test_undecodable_entry_is_an_error_result(conn) -> None:
-    [bad, good] = apply_batch(conn, [(1, KIND_NORMAL, b'{"t":"nope"}'), (2, KIND_NORMAL, encode_command(register("bob")))])
+    log = [(1, KIND_NORMAL, b'{"t":"nope"}'), (2, KIND_NORMAL, encode_command(register("bob")))]
+    [bad, good] = apply_batch(conn, log)
     assert bad.code == INVALID_ARGUMENT and "unknown command type 'nope'" in bad.message
     assert good.ok and queries.applied_index(conn) == 2
 
@@ -389,7 +391,8 @@ def _log(draw) -> list[tuple[int, int, bytes]]:
         base = {"request_id": draw(_rids), "client_id": draw(_clients), "ts_ms": ts}
         kind = draw(st.integers(0, 8))
         if kind == 0:
-            c = RegisterUser(**base, username=draw(_names), password_hash="h", role=draw(st.sampled_from(["CUSTOMER", "ADMIN", "ROOT"])))
+            role = draw(st.sampled_from(["CUSTOMER", "ADMIN", "ROOT"]))
+            c = RegisterUser(**base, username=draw(_names), password_hash="h", role=role)
         elif kind == 1:
             c = CreateSession(**base, user_id=draw(st.integers(0, 4)), token_sha256=draw(_tokens),
                               expires_at_ms=ts + draw(st.sampled_from([-1, HOUR, 40 * HOUR])))

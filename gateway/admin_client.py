@@ -1,0 +1,299 @@
+"""Small asyncio clients for operators and tests: cluster status, membership admin, and the account RPCs.
+
+Everything here is plain grpclib on asyncio (no Trio needed): the CLI runs it with `asyncio.run`, the cluster
+supervisor through trio-asyncio, tests from either.
+
+    st = asyncio.run(cluster_status(["127.0.0.1:50051", "127.0.0.1:50052"]))
+    st["leader"]                         # id of the node the reachable nodes agree leads, or None
+    st["nodes"][0]["role"]               # "leader", "follower", ..., or "down"
+
+Admin calls (`add_node`, `remove_node`, `transfer_leader`) and the Ticketing calls go to the first node that
+answers; any node forwards them to the leader.  A node that answers UNAVAILABLE (no leader known yet,
+shutting down) or cannot be reached is skipped; the call retries over the list until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
+
+from proto.gen.railraft.node.v1 import (
+    AddNodeRequest,
+    AdminResponse,
+    NodeStatus,
+    NodeStub,
+    RemoveNodeRequest,
+    StatusRequest,
+    TransferLeaderRequest,
+)
+from proto.gen.train_booking import LoginRequest, LogoutRequest, RegisterRequest, TicketingStub
+
+from .rpc import parse_leader_hint
+
+T = TypeVar("T")
+
+STATUS_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 15.0
+ADMIN_TIMEOUT_S = 90.0  # add-node waits for the new node to catch up before promoting it
+
+# Errors that mean "this node could not serve the call right now": try another one.
+_RETRYABLE = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED})
+_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError, ConnectionError)
+
+STATUS_FIELDS = (
+    "id", "address", "pid", "role", "term", "leader_id", "commit_index", "applied_index",
+    "last_log_index", "snapshot_index", "log_bytes",
+)
+
+
+class ClusterUnavailable(Exception):
+    """No node could serve the call before its deadline; the message lists what each node said."""
+
+
+def parse_addresses(text: str | Iterable[str]) -> list[str]:
+    """'h:p,h:p' (or a list of them) -> ['h:p', ...]; a bare port means 127.0.0.1:port."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if ":" not in item:
+            item = f"127.0.0.1:{item}"
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not a host:port address: {item!r}")
+        out.append(item)
+    if not out:
+        raise ValueError("no node addresses given")
+    return out
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class _Attempt:
+    addr: str
+    error: str
+
+
+async def _with_channel(addr: str, fn: Callable[[Channel], Awaitable[T]]) -> T:
+    host, port = _split(addr)
+    ch = Channel(host, port)
+    try:
+        return await fn(ch)
+    finally:
+        ch.close()
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+def status_to_dict(st: NodeStatus) -> dict[str, Any]:
+    """The operator-facing fields of one NodeStatus (plus members and uptime)."""
+    d: dict[str, Any] = {f: getattr(st, f) for f in STATUS_FIELDS}
+    d["up"] = True
+    d["cluster_id"] = st.cluster_id
+    d["leader_address"] = st.leader_address
+    d["uptime_s"] = round(st.uptime_s, 3)
+    d["members"] = [{"id": m.id, "address": f"{m.host}:{m.port}", "kind": m.kind} for m in st.members]
+    if st.progress:
+        d["progress"] = [{"id": p.id, "match": p.match, "next": p.next, "state": p.state} for p in st.progress]
+    return d
+
+
+def down_entry(addr: str, error: str) -> dict[str, Any]:
+    """What `cluster_status` reports for a node that did not answer."""
+    d: dict[str, Any] = {f: None for f in STATUS_FIELDS}
+    d.update(address=addr, role="down", up=False, error=error)
+    return d
+
+
+async def node_status(addr: str, timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+    """Status of one node as a dict; a node that does not answer gives role "down" and an `error`."""
+    try:
+        st = await asyncio.wait_for(
+            _with_channel(addr, lambda ch: NodeStub(ch).status(StatusRequest(), timeout=timeout)), timeout + 0.5
+        )
+    except GRPCError as e:
+        return down_entry(addr, f"{e.status.name}: {e.message}")
+    except _CONNECT_ERRORS as e:
+        return down_entry(addr, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    d = status_to_dict(st)
+    d["address"] = d["address"] or addr
+    d["queried"] = addr
+    return d
+
+
+def leader_of(nodes: Sequence[dict[str, Any]]) -> int | None:
+    """The leader: a reachable node that says it leads (the highest term wins if two do), else None."""
+    leaders = [n for n in nodes if n.get("up") and n.get("role") == "leader"]
+    if not leaders:
+        return None
+    return max(leaders, key=lambda n: n["term"])["id"]
+
+
+async def cluster_status(addrs: Sequence[str], timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+    """{"nodes": [status dict per address, in order], "leader": id or None} -- every node asked at once."""
+    nodes = list(await asyncio.gather(*(node_status(a, timeout) for a in addrs)))
+    return {"nodes": nodes, "leader": leader_of(nodes)}
+
+
+async def wait_for_leader(addrs: Sequence[str], timeout: float = 10.0, poll_s: float = 0.05) -> dict[str, Any]:
+    """Poll until some node leads; returns the cluster status (ClusterUnavailable on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await cluster_status(addrs, timeout=min(STATUS_TIMEOUT_S, max(0.2, deadline - time.monotonic())))
+        if st["leader"] is not None:
+            return st
+        if time.monotonic() >= deadline:
+            raise ClusterUnavailable(f"no leader among {', '.join(addrs)} within {timeout:g}s")
+        await asyncio.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------ calls that any node forwards
+
+
+async def call_any(
+    addrs: Sequence[str],
+    fn: Callable[[Channel, float], Awaitable[T]],
+    timeout: float = CALL_TIMEOUT_S,
+    retry_delay: float = 0.1,
+) -> T:
+    """Run `fn(channel, remaining_seconds)` on the first node that serves it.
+
+    A node that is unreachable or answers UNAVAILABLE/DEADLINE_EXCEEDED is skipped (a leader hint in its
+    answer is tried next); the list is walked again until `timeout`.  Other gRPC errors are raised.
+    """
+    deadline = time.monotonic() + timeout
+    order = list(addrs)
+    attempts: list[_Attempt] = []
+    while True:
+        for addr in list(order):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return await asyncio.wait_for(_with_channel(addr, lambda ch: fn(ch, remaining)), remaining + 0.5)
+            except GRPCError as e:
+                if e.status not in _RETRYABLE:
+                    raise
+                attempts.append(_Attempt(addr, f"{e.status.name}: {e.message}"))
+                _, hint = parse_leader_hint(e.message)
+                if hint and hint not in order:
+                    order.insert(0, hint)
+            except _CONNECT_ERRORS as e:
+                attempts.append(_Attempt(addr, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__))
+        if time.monotonic() + retry_delay >= deadline:
+            last = {a.addr: a.error for a in attempts}
+            detail = "; ".join(f"{k}: {v}" for k, v in last.items()) or "no attempt"
+            raise ClusterUnavailable(f"no node could serve the call within {timeout:g}s ({detail})")
+        await asyncio.sleep(retry_delay)
+
+
+def admin_to_dict(resp: AdminResponse) -> dict[str, Any]:
+    return {"ok": resp.ok, "message": resp.message, "leader_id": resp.leader_id or None}
+
+
+async def add_node(addrs: Sequence[str], node_id: int, host: str, port: int,
+                   timeout: float = ADMIN_TIMEOUT_S) -> dict[str, Any]:
+    """Ask the cluster to add node_id at host:port (learner, catch up, voter)."""
+    req = AddNodeRequest(id=node_id, host=host, port=port)
+    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).add_node(req, timeout=t), timeout)
+    return admin_to_dict(resp)
+
+
+async def remove_node(addrs: Sequence[str], node_id: int, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Ask the cluster to remove node_id."""
+    req = RemoveNodeRequest(id=node_id)
+    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).remove_node(req, timeout=t), timeout)
+    return admin_to_dict(resp)
+
+
+async def transfer_leader(addrs: Sequence[str], to: int = 0, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Move leadership to node `to` (0: the most up-to-date other voter)."""
+    req = TransferLeaderRequest(target_id=to)
+    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).transfer_leader(req, timeout=t), timeout)
+    return admin_to_dict(resp)
+
+
+async def register(addrs: Sequence[str], username: str, password: str,
+                   timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Ticketing.Register -> {"success", "message"}."""
+    req = RegisterRequest(username=username, password=password)
+    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).register(req, timeout=t), timeout)
+    return {"success": resp.success, "message": resp.message}
+
+
+async def login(addrs: Sequence[str], username: str, password: str,
+                timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Ticketing.Login -> {"success", "message", "token", "role"}."""
+    req = LoginRequest(username=username, password=password)
+    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).login(req, timeout=t), timeout)
+    return {"success": resp.success, "message": resp.message, "token": resp.token, "role": resp.role}
+
+
+async def logout(addrs: Sequence[str], token: str, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Ticketing.Logout -> {"success", "message"}."""
+    req = LogoutRequest(token=token)
+    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).logout(req, timeout=t), timeout)
+    return {"success": resp.success, "message": resp.message}
+
+
+# --------------------------------------------------------------------------------------- rendering
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def format_status_table(st: dict[str, Any]) -> str:
+    """A human table of `cluster_status` output."""
+    cols = [("ID", "id"), ("ADDRESS", "address"), ("PID", "pid"), ("ROLE", "role"), ("TERM", "term"),
+            ("LEADER", "leader_id"), ("COMMIT", "commit_index"), ("APPLIED", "applied_index"),
+            ("LAST", "last_log_index"), ("SNAPSHOT", "snapshot_index"), ("LOG", "log_bytes")]
+    rows = []
+    for n in st["nodes"]:
+        row = []
+        for _, key in cols:
+            v = n.get(key)
+            if key == "log_bytes":
+                row.append(_human_bytes(v))
+            elif key == "leader_id":
+                row.append("-" if not v else str(v))
+            else:
+                row.append("-" if v is None else str(v))
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, (h, _) in enumerate(cols)]
+    lines = ["  ".join(h.ljust(w) for (h, _), w in zip(cols, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    leader = st.get("leader")
+    if leader is None:
+        lines.append("leader: none (no reachable node leads right now)")
+    else:
+        lead = next((n for n in st["nodes"] if n.get("id") == leader and n.get("up")), None)
+        where = f" at {lead['address']}" if lead else ""
+        lines.append(f"leader: node {leader}{where}")
+    for n in st["nodes"]:
+        if not n.get("up"):
+            lines.append(f"{n['address']} is down: {n.get('error', 'no answer')}")
+    return "\n".join(lines)

@@ -1,0 +1,330 @@
+"""`railraft cluster up`: run a local cluster as child processes and keep it running.
+
+    railraft cluster up --nodes 3 --port 50051 --data-dir data
+
+writes `data/cluster.toml` (or reuses the one already there), starts one `railraft node` process per node
+(`python -m gateway.cli node --id N --config data/cluster.toml`, output appended to `data/nodeN.log`), and
+supervises them:
+
+* a node that exits is restarted after a backoff (0.5 s doubling to 10 s; reset once it ran for 30 s), and the
+  exit and restart are printed;
+* the leader is printed once elected and whenever it changes;
+* Ctrl-C or SIGTERM stops everything: SIGTERM to every node, up to `STOP_GRACE_S` for them to exit, SIGKILL
+  for stragglers; then the supervisor exits 0.
+
+Children run in their own process group (a terminal's Ctrl-C reaches only the supervisor, which then stops
+them in order) and ask the kernel for SIGTERM should the supervisor die (`railraft node` reads
+RAILRAFT_PARENT_PID), so no node outlives it.
+
+`start_detached_node` is what `railraft cluster add-node --start` uses: one node started with `--join`, not
+supervised, that keeps running after the command returns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+import trio_asyncio
+
+from actors.config import ClusterConfig, ConfigError, NodeAddress, default_config, load_config
+
+from . import admin_client
+
+STOP_GRACE_S = 10.0  # a node needs ~2 s to drain requests plus up to 5 s to close its gRPC server
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+HEALTHY_AFTER_S = 30.0  # a node that ran this long before dying starts its backoff over
+POLL_S = 0.1
+LEADER_POLL_S = 0.5
+
+
+def node_command(node_id: int, config: Path, *, join: bool = False, host: str | None = None,
+                 port: int | None = None, data_dir: Path | None = None, log_format: str = "text") -> list[str]:
+    """argv of one `railraft node` process (run with this interpreter, so it works without the console script)."""
+    cmd = [sys.executable, "-m", "gateway.cli", "node", "--id", str(node_id), "--config", str(config),
+           "--log-format", log_format]
+    if join:
+        cmd.append("--join")
+    if host is not None:
+        cmd += ["--host", host]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return cmd
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The children import gateway.cli with -m: make sure the source tree is importable even when the
+    # project is not installed (it is, editable, in .venv; this is for running from a bare checkout).
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def status_hint(config: Path) -> str:
+    """How to check the cluster, as a command line the operator can paste."""
+    script = shutil.which("railraft") or (str(Path(sys.executable).parent / "railraft")
+                                          if (Path(sys.executable).parent / "railraft").exists() else None)
+    prefix = script or f"{sys.executable} -m gateway.cli"
+    return f"{prefix} status --config {config}"
+
+
+# ===================================================================================== supervisor
+
+
+@dataclass
+class Child:
+    """One supervised node process."""
+
+    addr: NodeAddress
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    delay: float = BACKOFF_INITIAL_S
+    exits: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class ClusterSupervisor:
+    """Starts, restarts and stops the node processes of one configuration (see the module docstring)."""
+
+    def __init__(self, cfg: ClusterConfig, config_path: Path, *, log_format: str = "text",
+                 say: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
+                 stop_grace_s: float = STOP_GRACE_S) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.say = say or _say
+        self.stop_grace_s = stop_grace_s
+        self.env = _child_env({**(env or {}), "RAILRAFT_PARENT_PID": str(os.getpid())})
+        self.children = {
+            n.id: Child(n, node_command(n.id, config_path, log_format=log_format), cfg.data_dir / f"node{n.id}.log")
+            for n in cfg.nodes
+        }
+        self.stopping = False
+        self.leader: int | None = None
+
+    # ----- processes
+    def _spawn(self, child: Child) -> None:
+        child.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(child.log_path, "ab") as logf:
+            logf.write(f"=== railraft cluster: starting node {child.addr.id} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            logf.flush()
+            # Popen from the main thread (PR_SET_PDEATHSIG in the child is tied to the thread that forked it).
+            child.proc = subprocess.Popen(
+                child.argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                env=self.env, start_new_session=True, close_fds=True,
+            )
+        child.started_at = time.monotonic()
+
+    async def _run_child(self, child: Child) -> None:
+        """Keep one node running until the supervisor stops."""
+        while not self.stopping:
+            self._spawn(child)
+            if child.restarts:
+                self.say(f"node {child.addr.id} restarted: pid {child.pid} (restart #{child.restarts})")
+            else:
+                self.say(f"node {child.addr.id}: {child.addr.address}  pid {child.pid}  log {child.log_path}")
+            while child.proc.poll() is None:
+                await trio.sleep(POLL_S)
+            if self.stopping:
+                return
+            code = child.proc.returncode
+            child.exits.append(code)
+            ran = time.monotonic() - child.started_at
+            if ran >= HEALTHY_AFTER_S:
+                child.delay = BACKOFF_INITIAL_S
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
+            self.say(f"node {child.addr.id} (pid {child.pid}) died ({how}) after {ran:.1f}s; "
+                     f"restarting in {child.delay:.1f}s (see {child.log_path})")
+            with trio.move_on_after(child.delay):
+                while not self.stopping:
+                    await trio.sleep(POLL_S)
+            child.delay = min(child.delay * 2, BACKOFF_MAX_S)
+            child.restarts += 1
+
+    async def _watch_leader(self) -> None:
+        addrs = [n.address for n in self.cfg.nodes]
+        told_status = False
+        while not self.stopping:
+            try:
+                st = await trio_asyncio.aio_as_trio(admin_client.cluster_status)(addrs, 1.0)
+            except Exception as e:  # noqa: BLE001 - a status hiccup must never take the supervisor down
+                self.say(f"status poll failed: {e!r}")
+                st = {"leader": None, "nodes": []}
+            leader = st["leader"]
+            if leader is not None and leader != self.leader:
+                node = next(n for n in st["nodes"] if n.get("id") == leader and n.get("up"))
+                self.say(f"leader: node {leader} ({node['address']}), term {node['term']}")
+                if not told_status:
+                    told_status = True
+                    self.say(f"check status: {status_hint(self.config_path)}")
+            self.leader = leader if leader is not None else self.leader
+            await trio.sleep(LEADER_POLL_S)
+
+    def _signal_all(self, sig: int) -> None:
+        for c in self.children.values():
+            if c.alive():
+                try:
+                    os.kill(c.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    async def _stop_all(self) -> None:
+        """SIGTERM every node, wait up to the grace period, SIGKILL whoever is left, reap everyone."""
+        self._signal_all(signal.SIGTERM)
+        with trio.move_on_after(self.stop_grace_s):
+            while any(c.alive() for c in self.children.values()):
+                await trio.sleep(POLL_S)
+        stragglers = [c for c in self.children.values() if c.alive()]
+        for c in stragglers:
+            self.say(f"node {c.addr.id} (pid {c.pid}) did not stop within {self.stop_grace_s:g}s: SIGKILL")
+        self._signal_all(signal.SIGKILL)
+        for c in self.children.values():
+            if c.proc is not None:
+                code = await trio.to_thread.run_sync(c.proc.wait)
+                self.say(f"node {c.addr.id} stopped (exit code {code})")
+
+    async def run(self) -> int:
+        """Run until SIGINT/SIGTERM; returns the exit code (0)."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for child in self.children.values():
+                        nursery.start_soon(self._run_child, child)
+                    nursery.start_soon(self._watch_leader)
+                    async for sig in signals:
+                        self.say(f"{signal.Signals(sig).name} received: stopping the cluster")
+                        self.stopping = True
+                        nursery.cancel_scope.cancel()
+                        break
+            finally:
+                self.stopping = True
+                with trio.CancelScope(shield=True):
+                    await self._stop_all()
+        self.say("cluster stopped")
+        return 0
+
+
+def _say(text: str) -> None:
+    print(f"[railraft {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# ===================================================================================== entry points
+
+
+def prepare_config(data_dir: Path, nodes: int | None, port: int | None,
+                   snapshot_entries: int | None = None) -> tuple[ClusterConfig, Path, bool]:
+    """Load DATA_DIR/cluster.toml, or write a fresh one; returns (config, path, created).
+
+    Reusing an existing data directory with a different shape would mix clusters, so asking for another
+    node count or port than the file has is a ConfigError.
+    """
+    path = data_dir / "cluster.toml"
+    if path.exists():
+        cfg = load_config(path)
+        want_nodes = nodes if nodes is not None else len(cfg.nodes)
+        want_port = port if port is not None else min(n.port for n in cfg.nodes)
+        if want_nodes != len(cfg.nodes) or want_port != min(n.port for n in cfg.nodes):
+            raise ConfigError(
+                f"{path} already describes {len(cfg.nodes)} node(s) from port {min(n.port for n in cfg.nodes)}; "
+                "use another --data-dir for a different cluster (or delete that one)"
+            )
+        if snapshot_entries is not None and snapshot_entries != cfg.snapshot_entries:
+            raise ConfigError(f"{path} has snapshot_entries = {cfg.snapshot_entries}; edit the file to change it")
+        return cfg, path, False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = default_config(nodes if nodes is not None else 3, port if port is not None else 50051, data_dir=".")
+    if snapshot_entries is not None:
+        cfg = replace(cfg, snapshot_entries=snapshot_entries)
+    path.write_text(cfg.to_toml())
+    return load_config(path), path, True
+
+
+def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str | Path = "data",
+               log_format: str = "text", snapshot_entries: int | None = None) -> int:
+    """`railraft cluster up`: returns the process exit code."""
+    data = Path(data_dir).resolve()
+    try:
+        cfg, path, created = prepare_config(data, nodes, port, snapshot_entries)
+    except ConfigError as e:
+        print(f"railraft cluster up: {e}", file=sys.stderr)
+        return 2
+    _say(f"{'wrote' if created else 'using'} {path}; data dir {data}")
+    _say(f"{len(cfg.nodes)} node(s): " + ", ".join(f"{n.id}@{n.address}" for n in cfg.nodes)
+         + ". Ctrl-C or SIGTERM stops them all.")
+    sup = ClusterSupervisor(cfg, path, log_format=log_format)
+
+    async def main() -> int:
+        async with trio_asyncio.open_loop():
+            return await sup.run()
+
+    return trio.run(main)
+
+
+def start_detached_node(node_id: int, host: str, port: int, *, config: str | Path | None = None,
+                        data_dir: str | Path | None = None, log_format: str = "text",
+                        env: dict[str, str] | None = None) -> tuple[int, Path]:
+    """Start `railraft node --join` for a node that is about to be added; returns (pid, log path).
+
+    The cluster's configuration (for its peers and timings) is `config`, else DATA_DIR/cluster.toml; the node
+    keeps its data in DATA_DIR/nodeN and logs to DATA_DIR/nodeN.log, DATA_DIR being `data_dir` or the
+    configuration's data dir.  The process is detached (own session): it outlives this command.
+    """
+    if config is None:
+        if data_dir is None:
+            raise ConfigError("--start needs --config or --data-dir (the cluster's data dir with cluster.toml)")
+        config = Path(data_dir) / "cluster.toml"
+    config = Path(config).resolve()
+    cfg = load_config(config)
+    data = Path(data_dir).resolve() if data_dir is not None else cfg.data_dir.resolve()
+    node_dir = data / f"node{node_id}"
+    log_path = data / f"node{node_id}.log"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = node_command(node_id, config, join=True, host=host, port=port, data_dir=node_dir, log_format=log_format)
+    with open(log_path, "ab") as logf:
+        logf.write(f"=== railraft cluster add-node: starting node {node_id} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        logf.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                env=_child_env(env), start_new_session=True, close_fds=True)
+    _wait_listening(host, port, proc, timeout=10.0)
+    return proc.pid, log_path
+
+
+def _wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until the new node accepts connections (or has died, which is an error)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"the new node exited at once with code {proc.returncode}; see its log")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ConfigError(f"the new node did not listen on {host}:{port} within {timeout:g}s; see its log")
+
+
+__all__ = ["ClusterSupervisor", "cluster_up", "prepare_config", "start_detached_node", "node_command", "Child"]

@@ -1,0 +1,135 @@
+"""Run one railraft node as a process: open the database, start the actor tree, serve gRPC, stop cleanly.
+
+`railraft node --id N --config cluster.toml` ends up in `run_node`.  Everything lives inside one
+trio-asyncio loop (grpclib and aiosqlite are asyncio libraries).  SIGINT/SIGTERM trigger a graceful stop:
+new requests are refused, in-flight ones get a moment to finish, the actors stop (the log writer completes
+its current fsync), the database is closed, and the process exits 0.  An actor that crashes too often
+escalates: the cause is logged and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import trio
+import trio_asyncio
+
+from actors.config import ClusterConfig
+from actors.node import Node, NodeSettings
+from actors.supervisor import ActorCrashInjector, EscalationError
+from store.db import Database
+
+from .grpc_server import serve_grpc
+from .peer_client import PeerLink
+from .peer_service import RaftPeerService
+from .services import NodeService, TicketingService
+from .submit import Submitter
+
+log = logging.getLogger("railraft.runner")
+
+GROUP_ID = 1  # one Raft group per cluster for now; peer messages carry it so more can come
+STOP_GRACE_S = 2.0
+
+
+def settings_for(cfg: ClusterConfig, node_id: int, join: bool = False, host: str | None = None,
+                 port: int | None = None, data_dir: Path | None = None) -> NodeSettings:
+    """NodeSettings of one node from the cluster configuration (a joining node may not be listed)."""
+    if host is None or port is None:
+        addr = cfg.node(node_id)
+        host, port = host or addr.host, port or addr.port
+    return NodeSettings(
+        id=node_id,
+        cluster_id=cfg.cluster_id,
+        data_dir=data_dir or cfg.node_dir(node_id),
+        host=host,
+        port=port,
+        peers={n.id: (n.host, n.port) for n in cfg.nodes},
+        initial_voters=[] if join else cfg.ids(),
+        tick_ms=cfg.tick_ms,
+        election_ticks=cfg.election_ticks,
+        heartbeat_ticks=cfg.heartbeat_ticks,
+        snapshot_entries=cfg.snapshot_entries,
+    )
+
+
+async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGNORED,
+                     crash_injector: ActorCrashInjector | None = None) -> None:
+    """Run a node until cancelled or signalled.  Must run inside `trio_asyncio.open_loop()`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Database.open needs the directory to exist
+    db = await Database.open(settings.db_path)
+    submitter: Submitter | None = None
+    try:
+        node = Node(
+            settings,
+            db,
+            link_factory=lambda peer, host, port: PeerLink(
+                peer, host, port, cluster_id=settings.cluster_id, group_id=GROUP_ID, node_id=settings.id
+            ),
+            crash_injector=crash_injector,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            submitter = Submitter(node)
+            services = [
+                RaftPeerService(
+                    cluster_id=settings.cluster_id,
+                    group_id=GROUP_ID,
+                    node_id=settings.id,
+                    # peer_service hands over one Message at a time; Node.deliver takes a batch.
+                    deliver=lambda msg: node.deliver([msg]),
+                    receive_snapshot=node.receive_snapshot,
+                    snapshot_dir=settings.snapshot_dir,
+                ),
+                TicketingService(node, submitter),
+                NodeService(node, submitter),
+            ]
+            bound = await nursery.start(serve_grpc, services, settings.host, settings.port)
+            log.info("node %d serving on %s:%d (data in %s)", settings.id, settings.host, bound, settings.data_dir)
+            task_status.started(node)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for sig in signals:
+                    log.info("node %d: %s received, stopping", settings.id, signal.Signals(sig).name)
+                    node.stopping = True
+                    await trio.sleep(STOP_GRACE_S if node.waiters or node.reads else 0.05)
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        with trio.CancelScope(shield=True):
+            if submitter is not None:
+                submitter.close()
+            await db.close()
+            log.info("node %d stopped", settings.id)
+
+
+def run_node(settings: NodeSettings) -> int:
+    """Process entry point: returns the exit code."""
+
+    async def main() -> None:
+        async with trio_asyncio.open_loop():
+            await serve_node(settings)
+
+    try:
+        trio.run(main)
+    except EscalationError as e:
+        log.critical("node %d: stopping: %s", settings.id, e)
+        return 3
+    except BaseExceptionGroup as eg:  # noqa: F821 - builtin on 3.11
+        esc = _find(eg, EscalationError)
+        if esc is not None:
+            log.critical("node %d: stopping: %s", settings.id, esc)
+            return 3
+        log.critical("node %d crashed", settings.id, exc_info=eg)
+        return 1
+    return 0
+
+
+def _find(eg: BaseException, kind: type) -> BaseException | None:
+    if isinstance(eg, kind):
+        return eg
+    for sub in getattr(eg, "exceptions", ()):
+        found = _find(sub, kind)
+        if found is not None:
+            return found
+    return None
