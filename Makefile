@@ -30,9 +30,14 @@ test: setup
 sim: setup
 	$(PY) -m tests.simulation.run --seeds $(SEEDS) --start $(START) --jobs $(JOBS)
 
+# A local cluster on 127.0.0.1 (NODES nodes from port PORT, data and logs in DATA/), supervised until Ctrl-C.
+# Check it from another terminal with `.venv/bin/railraft status --config $(DATA)/cluster.toml`.
+NODES ?= 3
+PORT  ?= 50051
+DATA  ?= data
+
 run: setup
-	@echo "make run will start a local 3-node railraft cluster on 127.0.0.1 and the web app in front of it."
-	@echo "That arrives with the node runtime; nothing is started yet."
+	$(PY) -m gateway.cli cluster up --nodes $(NODES) --port $(PORT) --data-dir $(DATA)
 
 proto: setup
 	$(PY) scripts/gen_proto.py --out proto/gen

@@ -46,7 +46,9 @@ ADMIN_TIMEOUT_S = 90.0  # add-node waits for the new node to catch up before pro
 
 # Errors that mean "this node could not serve the call right now": try another one.
 _RETRYABLE = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED})
-_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError, ConnectionError)
+# AttributeError: grpclib raises "'Connection' object has no attribute '_transport'" when a request starts on a
+# connection that was just lost (vmagamedov/grpclib#110); it means the same as a refused connection.
+_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError, ConnectionError, AttributeError)
 
 STATUS_FIELDS = (
     "id", "address", "pid", "role", "term", "leader_id", "commit_index", "applied_index",
@@ -148,6 +150,18 @@ async def cluster_status(addrs: Sequence[str], timeout: float = STATUS_TIMEOUT_S
     """{"nodes": [status dict per address, in order], "leader": id or None} -- every node asked at once."""
     nodes = list(await asyncio.gather(*(node_status(a, timeout) for a in addrs)))
     return {"nodes": nodes, "leader": leader_of(nodes)}
+
+
+async def discover_status(addrs: Sequence[str], timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+    """`cluster_status` of `addrs` plus the members that reachable nodes know of but were not listed
+    (e.g. nodes added with add-node after the configuration was written)."""
+    st = await cluster_status(addrs, timeout)
+    seen = set(addrs) | {n["address"] for n in st["nodes"]}
+    extra = sorted({m["address"] for n in st["nodes"] if n.get("up") for m in n["members"]} - seen)
+    if extra:
+        st["nodes"] += list(await asyncio.gather(*(node_status(a, timeout) for a in extra)))
+        st["leader"] = leader_of(st["nodes"])
+    return st
 
 
 async def wait_for_leader(addrs: Sequence[str], timeout: float = 10.0, poll_s: float = 0.05) -> dict[str, Any]:

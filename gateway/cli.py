@@ -33,8 +33,9 @@ from typing import Any
 
 DIST_NAME = "railraft"
 
-# Test hook (never set in production): "ACTOR:SECONDS[:TIMES]" makes `railraft node` arm
-# actors.supervisor.ActorCrashInjector for ACTOR (e.g. replicator-2) SECONDS after start.
+# Test hook (never set in production): "ACTOR:SECONDS[:TIMES][,...]" makes `railraft node` arm
+# actors.supervisor.ActorCrashInjector for ACTOR (e.g. replicator-2) SECONDS after start: the actor raises
+# at its next checkpoint, TIMES times.
 CRASH_ENV = "RAILRAFT_CRASH_ACTOR"
 # Set by `railraft cluster up` for its children: the supervisor's pid.  The node asks the kernel for SIGTERM
 # when that process dies, so a killed supervisor never leaves orphan nodes behind.
@@ -139,12 +140,18 @@ def setup_node_logging(node_id: int, fmt: str, level: str = "INFO") -> _NodeCont
     return ctx
 
 
-def parse_crash_spec(spec: str) -> tuple[str, float, int]:
-    """'ACTOR:SECONDS[:TIMES]' -> (actor, seconds, times)."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise ValueError(f"{CRASH_ENV} must be ACTOR:SECONDS[:TIMES], got {spec!r}")
-    return parts[0], float(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+def parse_crash_spec(spec: str) -> list[tuple[str, float, int]]:
+    """'ACTOR:SECONDS[:TIMES][,ACTOR:SECONDS[:TIMES]...]' -> [(actor, seconds, times), ...]."""
+    out = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) not in (2, 3) or not parts[0]:
+                raise ValueError
+            out.append((parts[0], float(parts[1]), int(parts[2]) if len(parts) == 3 else 1))
+        except ValueError:
+            raise ValueError(f"{CRASH_ENV} must be ACTOR:SECONDS[:TIMES][,...], got {spec!r}") from None
+    return out
 
 
 def _die_with_parent() -> None:
@@ -173,7 +180,8 @@ def _find(eg: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-def run_node_process(settings: Any, ctx: _NodeContext | None = None, crash: tuple[str, float, int] | None = None) -> int:
+def run_node_process(settings: Any, ctx: _NodeContext | None = None,
+                     crash: list[tuple[str, float, int]] | None = None) -> int:
     """gateway.runner.run_node, plus what a process needs around it: the node in log records, the crash hook.
 
     Returns the exit code (0 clean stop, 3 an actor escalated, 1 crash) exactly as run_node does.
@@ -206,8 +214,8 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None, crash: tupl
                 node = await nursery.start(serve)
                 if ctx is not None:
                     ctx.node = node
-                if crash is not None:
-                    nursery.start_soon(arm, *crash)
+                for actor, delay, times in crash or ():
+                    nursery.start_soon(arm, actor, delay, times)
 
     try:
         trio.run(main)
@@ -302,22 +310,9 @@ def _client_errors(fn: Any) -> Any:
     return wrapper
 
 
-async def discover_status(addrs: list[str]) -> dict[str, Any]:
-    """cluster_status of `addrs`, plus members the reachable nodes know of that were not listed."""
-    from .admin_client import cluster_status, leader_of, node_status
-
-    st = await cluster_status(addrs)
-    seen = set(addrs) | {n["address"] for n in st["nodes"]}
-    extra = sorted({m["address"] for n in st["nodes"] if n.get("up") for m in n["members"]} - seen)
-    if extra:
-        st["nodes"] += list(await asyncio.gather(*(node_status(a) for a in extra)))
-        st["leader"] = leader_of(st["nodes"])
-    return st
-
-
 @_client_errors
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .admin_client import format_status_table
+    from .admin_client import discover_status, format_status_table
 
     addrs = _addresses(args)
     st = _run_client(discover_status(addrs))
@@ -419,7 +414,7 @@ def dump_database(path: str | Path) -> str:
 def _cmd_dump(args: argparse.Namespace) -> int:
     try:
         sys.stdout.write(dump_database(args.db))
-    except (OSError, Exception) as e:  # noqa: BLE001 - report any sqlite/file problem as a message
+    except Exception as e:  # noqa: BLE001 - report any sqlite/file problem as a message
         print(f"railraft dump: {e}", file=sys.stderr)
         return 1
     return 0
@@ -534,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.command == "cluster" and getattr(args, "cluster_command", None) is None:
-        parser.parse_args(["cluster", "--help"])
+        print("railraft cluster: say what to do: up, add-node, remove-node or transfer-leader "
+              "(railraft cluster --help)", file=sys.stderr)
+        return 2
     return args.func(args)
 
 

@@ -168,7 +168,7 @@ class ClusterSupervisor:
         told_status = False
         while not self.stopping:
             try:
-                st = await trio_asyncio.aio_as_trio(admin_client.cluster_status)(addrs, 1.0)
+                st = await trio_asyncio.aio_as_trio(admin_client.discover_status)(addrs, 1.0)
             except Exception as e:  # noqa: BLE001 - a status hiccup must never take the supervisor down
                 self.say(f"status poll failed: {e!r}")
                 st = {"leader": None, "nodes": []}

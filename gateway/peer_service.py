@@ -55,6 +55,7 @@ from raft.types import Message, MsgType, Snapshot
 
 __all__ = [
     "Deliver",
+    "DeliverBatch",
     "RaftPeerService",
     "RawBytes",
     "ReceiveSnapshot",
@@ -65,6 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Message], Awaitable[None]]
+DeliverBatch = Callable[[list[Message]], Awaitable[None]]
 ReceiveSnapshot = Callable[[Message, pathlib.Path], Awaitable[bool]]
 
 STREAM_METHOD = "/railraft.raft.v1.Raft/Stream"
@@ -168,8 +170,10 @@ def _sync_and_close(fh: Any) -> None:
 class RaftPeerService(RaftBase):
     """The Raft peer service of one Raft group on one node.
 
-    `deliver(message)` and `receive_snapshot(message, path) -> bool` are Trio async callables.  The
-    service must be served from inside the trio-asyncio loop (see gateway.grpc_server.serve_grpc).
+    `deliver(message)` and `receive_snapshot(message, path) -> bool` are Trio async callables.  If the
+    node can take a whole batch at once, pass `deliver_batch(messages)` instead (then `deliver` may be
+    None): each batch that crossed into Trio in one hop is handed over in one call, in arrival order.
+    The service must be served from inside the trio-asyncio loop (see gateway.grpc_server.serve_grpc).
 
     A node hosting several Raft groups would need one service that routes on group id, since gRPC method
     paths are per server; this class answers for exactly one group and refuses the others.
@@ -180,16 +184,20 @@ class RaftPeerService(RaftBase):
         cluster_id: str,
         group_id: int,
         node_id: int,
-        deliver: Deliver,
+        deliver: Deliver | None,
         receive_snapshot: ReceiveSnapshot,
         snapshot_dir: pathlib.Path | str,
         *,
+        deliver_batch: DeliverBatch | None = None,
         max_pending: int = MAX_PENDING,
     ) -> None:
+        if deliver is None and deliver_batch is None:
+            raise TypeError("RaftPeerService needs deliver or deliver_batch")
         self.cluster_id = cluster_id
         self.group_id = group_id
         self.node_id = node_id
         self._deliver = deliver
+        self._deliver_batch = deliver_batch
         self._receive_snapshot = receive_snapshot
         self.snapshot_dir = pathlib.Path(snapshot_dir)
         self._max_pending = max_pending
@@ -257,7 +265,11 @@ class RaftPeerService(RaftBase):
 
     async def _deliver_all(self, batch: list[Message]) -> None:
         """Runs in Trio: one hop for the whole batch, in arrival order."""
+        if self._deliver_batch is not None:
+            await self._deliver_batch(batch)
+            return
         deliver = self._deliver
+        assert deliver is not None
         for msg in batch:
             await deliver(msg)
 

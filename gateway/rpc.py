@@ -54,10 +54,14 @@ def _wrap(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[N
         try:
             await func(stream)
         except NotLeaderError as e:
+            # grpclib refuses empty metadata values: with no known leader, leader-addr is left out.
+            hint = {"leader-id": str(e.leader_id)}
+            if e.leader_addr:
+                hint["leader-addr"] = e.leader_addr
             await stream.send_trailing_metadata(
                 status=Status.UNAVAILABLE,
                 status_message=not_leader_message(e.leader_id, e.leader_addr, str(e).split(" (")[0]),
-                metadata={"leader-id": str(e.leader_id), "leader-addr": e.leader_addr},
+                metadata=hint,
             )
         except NodeStopping:
             raise GRPCError(Status.UNAVAILABLE, "this node is shutting down; try another node") from None

@@ -77,8 +77,8 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                     cluster_id=settings.cluster_id,
                     group_id=GROUP_ID,
                     node_id=settings.id,
-                    # peer_service hands over one Message at a time; Node.deliver takes a batch.
-                    deliver=lambda msg: node.deliver([msg]),
+                    deliver=None,
+                    deliver_batch=node.deliver,  # one consensus-inbox send per batch that crossed into Trio
                     receive_snapshot=node.receive_snapshot,
                     snapshot_dir=settings.snapshot_dir,
                 ),
