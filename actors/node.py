@@ -49,7 +49,7 @@ from raft.types import (
     Ready,
     Role,
     Snapshot,
-    SnapshotMeta,
+
 )
 
 from store import queries
@@ -197,7 +197,9 @@ class Node:
     def _recover(self) -> None:
         rec = self.storage.load()
         for line in rec.report:
-            log.warning("node %d: log recovery: %s", self.id, line)
+            # Repairs (a truncated torn tail) deserve attention; the routine summary does not.
+            level = logging.WARNING if "truncat" in line or "remov" in line else logging.INFO
+            log.log(level, "node %d: log recovery: %s", self.id, line)
         hs, snap, entries = rec.hard_state, rec.snapshot, rec.entries
         if hs.term == 0 and not entries and snap.index == 0 and self.s.initial_voters:
             if self.id not in self.s.initial_voters:

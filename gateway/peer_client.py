@@ -52,8 +52,11 @@ __all__ = ["PeerLink", "PeerUnavailable"]
 log = logging.getLogger(__name__)
 
 # Exceptions that mean "the peer or the path to it is in trouble" (as opposed to a bug of ours).
-# asyncio.TimeoutError is TimeoutError (an OSError) on Python >= 3.11.
-_TRANSPORT_ERRORS = (OSError, EOFError, GRPCError, StreamTerminatedError, ProtocolError, h2.exceptions.H2Error)
+# asyncio.TimeoutError is TimeoutError (an OSError) on Python >= 3.11.  AttributeError: grpclib can fail with
+# "'Connection' object has no attribute '_transport'" when a call starts on a connection just lost (grpclib #110).
+_TRANSPORT_ERRORS = (
+    OSError, EOFError, GRPCError, StreamTerminatedError, ProtocolError, h2.exceptions.H2Error, AttributeError,
+)
 
 # gRPC statuses of a snapshot call that mean the peer was unreachable rather than that it refused.
 _UNREACHABLE_STATUSES = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED})

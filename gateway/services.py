@@ -15,8 +15,6 @@ import uuid
 from typing import Any
 
 import trio
-from grpclib import GRPCError
-from grpclib.const import Status
 
 from actors.node import Node, NotLeaderError
 from proto.gen.railraft.node.v1 import (
@@ -86,7 +84,7 @@ class TicketingService(LeaderHintMixin, TicketingBase):
             return StatusResponse(success=False, message=str(e))
         pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, register_request.password)
         cmd = RegisterUser(
-            request_id=new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
+            request_id=register_request.request_id[:64] or new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
             username=username, password_hash=pw_hash, role="CUSTOMER",
         )
         res = await self.submit.submit(encode_command(cmd))
@@ -104,6 +102,8 @@ class TicketingService(LeaderHintMixin, TicketingBase):
         ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, login_request.password, user.password_hash)
         if not ok:
             return bad
+        # LoginRequest.request_id is deliberately not used: the token is minted here, so a retried login just
+        # opens another session (returning the first call's result would hand back a token we never stored).
         token, token_sha = auth.new_session_token()
         ts = now_ms()
         cmd = CreateSession(
@@ -119,7 +119,7 @@ class TicketingService(LeaderHintMixin, TicketingBase):
         if not logout_request.token:
             return StatusResponse(success=False, message="no session token given")
         cmd = RevokeSession(
-            request_id=new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
+            request_id=logout_request.request_id[:64] or new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
             token_sha256=auth.token_hash(logout_request.token),
         )
         res = await self.submit.submit(encode_command(cmd))
@@ -244,15 +244,25 @@ class NodeService(LeaderHintMixin, NodeBase):
         st = self.node.status()
         if nid not in st["voters"] and nid not in st["learners"]:
             return AdminResponse(ok=False, message=f"node {nid} is not a member", leader_id=self.node.id)
+        if nid == self.node.id:
+            # Removing the leader: hand leadership to another voter first, then let the new leader do it, so
+            # the cluster never sits leaderless waiting for an election.
+            handed = await self.transfer_leader(TransferLeaderRequest(target_id=0))
+            if not handed.ok:
+                return AdminResponse(ok=False, message=f"cannot remove the leader: {handed.message}", leader_id=self.node.id)
+            fwd = await self._forward_admin("remove_node", remove_node_request)
+            assert fwd is not None
+            return fwd
+        # The address book first: once the node is out of the configuration nothing needs its address.
+        cmd = RemoveMember(request_id=f"remove-{nid}-{os.urandom(4).hex()}", client_id="admin", ts_ms=now_ms(), node_id=nid)
+        try:
+            await self.submitter.submit(encode_command(cmd))
+        except TimeoutError:
+            pass  # cosmetic: the configuration change below is what matters
         try:
             await trio_call(self.node.change_membership, ConfChange(ConfChangeType.REMOVE, nid))
         except RaftError as e:
             return AdminResponse(ok=False, message=str(e), leader_id=self.node.leader)
-        cmd = RemoveMember(request_id=f"remove-{nid}-{os.urandom(4).hex()}", client_id="admin", ts_ms=now_ms(), node_id=nid)
-        try:
-            await self.submitter.submit(encode_command(cmd))
-        except (TimeoutError, GRPCError):
-            pass  # the address book entry is cosmetic once the node is out of the configuration
         return AdminResponse(ok=True, message=f"node {nid} removed", leader_id=self.node.leader)
 
 

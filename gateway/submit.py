@@ -71,7 +71,8 @@ class Submitter:
                         _, hinted = parse_leader_hint(g.message)
                         if not hinted:
                             pass  # the leader we knew is gone; wait for the election
-                    except (OSError, asyncio.TimeoutError, StreamTerminatedError):
+                    except (OSError, asyncio.TimeoutError, StreamTerminatedError, AttributeError):
+                        # AttributeError: grpclib's race on a connection that was just lost (grpclib #110).
                         self._drop_channel(e.leader_addr)
             except ProposalLost:
                 pass  # leadership moved under the proposal; retrying with the same request id is safe

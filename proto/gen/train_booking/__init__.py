@@ -24,12 +24,18 @@ if TYPE_CHECKING:
 class RegisterRequest(betterproto.Message):
     username: str = betterproto.string_field(1)
     password: str = betterproto.string_field(2)
+    request_id: str = betterproto.string_field(3)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 @dataclass(eq=False, repr=False)
 class LoginRequest(betterproto.Message):
     username: str = betterproto.string_field(1)
     password: str = betterproto.string_field(2)
+    request_id: str = betterproto.string_field(3)
+    """Added by railraft: optional, as in RegisterRequest."""
 
 
 @dataclass(eq=False, repr=False)
@@ -46,6 +52,8 @@ class LoginResponse(betterproto.Message):
 @dataclass(eq=False, repr=False)
 class LogoutRequest(betterproto.Message):
     token: str = betterproto.string_field(1)
+    request_id: str = betterproto.string_field(2)
+    """Added by railraft: optional, as in RegisterRequest."""
 
 
 @dataclass(eq=False, repr=False)
