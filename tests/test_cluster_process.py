@@ -325,3 +325,24 @@ def test_node_log_json_format(make_cluster):
         assert {"ts", "level", "node", "term", "message"} <= set(r), r
         assert r["node"] == 1
     assert any("leader is now" in r["message"] for r in recs)
+
+
+def test_removing_the_leader_hands_over_first(make_cluster):
+    """`remove-node` of the current leader: leadership moves to another voter, then the removal commits,
+    and the cluster keeps serving without waiting for an election timeout."""
+    c = make_cluster()
+    c.start_all()
+    leader = c.wait_leader()
+    register_all(c, ["before1", "before2"])
+    t0 = time.monotonic()
+    res = c.remove_node(leader)
+    elapsed = time.monotonic() - t0
+    assert res["ok"], res
+    assert elapsed < 5.0, f"removing the leader took {elapsed:.1f}s"
+    new = c.wait_leader(timeout=5.0)
+    assert new != leader
+    wait_until(lambda: leader not in {m["id"] for m in c.status(new)["members"]}, 5.0,
+               f"node {leader} to leave the configuration")
+    rest = [nid for nid in c.nodes if nid != leader]
+    register_all(c, ["after1"], via=rest)
+    assert logins_ok(c, ["before1", "before2", "after1"], via=rest) == []
