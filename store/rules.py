@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from . import civil
+
 USERNAME_MIN = 3
 USERNAME_MAX = 32
 PASSWORD_MIN = 8
@@ -75,3 +77,298 @@ def validate_port(port: object) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ValueError(f"port must be 1 to 65535 (got {port!r})")
     return port
+
+
+# =============================================================================================== booking
+#
+# The railway's vocabulary and the input rules of the booking commands.  Apply re-checks all of them; the
+# things only the database knows (does station NDLS exist, is seat B1-23 free) are checked in apply alone.
+
+TRAVEL_CLASSES = ("AC1", "AC2", "AC3", "SLEEPER", "GENERAL")  # also the display order
+TRAIN_TYPES = frozenset(
+    {"EXPRESS", "SUPERFAST", "MAIL", "LOCAL", "PASSENGER", "RAJDHANI", "SHATABDI", "DURONTO", "VANDE_BHARAT"}
+)
+BERTH_TYPES = frozenset({"LOWER", "MIDDLE", "UPPER", "SIDE_LOWER", "SIDE_UPPER", "WINDOW", "AISLE"})
+
+# The berth of seat n (1-based) of a coach is pattern[(n - 1) % len(pattern)]; a coach may give its own
+# pattern, else its class's default (the layout of an Indian Railways bay / chair-car row).
+DEFAULT_BERTHS: dict[str, tuple[str, ...]] = {
+    "AC1": ("LOWER", "UPPER"),
+    "AC2": ("LOWER", "UPPER", "LOWER", "UPPER", "SIDE_LOWER", "SIDE_UPPER"),
+    "AC3": ("LOWER", "MIDDLE", "UPPER", "LOWER", "MIDDLE", "UPPER", "SIDE_LOWER", "SIDE_UPPER"),
+    "SLEEPER": ("LOWER", "MIDDLE", "UPPER", "LOWER", "MIDDLE", "UPPER", "SIDE_LOWER", "SIDE_UPPER"),
+    "GENERAL": ("WINDOW", "MIDDLE", "AISLE", "AISLE", "MIDDLE", "WINDOW"),
+}
+# Generated coaches (AddTrainService, the original API's "N seats of class C"): label prefix and size.
+COACH_PREFIX = {"AC1": "H", "AC2": "A", "AC3": "B", "SLEEPER": "S", "GENERAL": "G"}
+COACH_CAPACITY = {"AC1": 24, "AC2": 48, "AC3": 64, "SLEEPER": 72, "GENERAL": 90}
+
+STATION_NAME_MAX = 64
+TRAIN_NAME_MAX = 64
+TRAIN_NUMBER_MAX = 99_999
+ROUTE_STOPS_MAX = 60
+ROUTE_MINUTES_MAX = 7 * 24 * 60  # no journey is longer than a week; bounds how far back search looks
+ROUTE_KM_MAX = 10_000
+COACHES_MAX = 100
+COACH_SEATS_MAX = 120
+BERTH_PATTERN_MAX = 16
+SERVICE_SEATS_MAX = 2_000  # per class, AddTrainService
+SCHEDULE_DAYS_MAX = 366  # one ScheduleRuns command covers at most this many dates
+PRICE_PAISE_MAX = 10_000_000  # ₹1 lakh per seat
+PASSENGERS_MAX = 6
+PASSENGER_NAME_MAX = 64
+AGE_MAX = 125
+HOLD_SECONDS_DEFAULT = 600  # a hold lasts 10 minutes unless the client asks otherwise
+HOLD_SECONDS_MIN = 60
+HOLD_SECONDS_MAX = 1_800
+WAITLIST_MAX = 100  # bookings waiting per run and class
+PROVIDER_REF_MAX = 64
+REASON_MAX = 200
+
+# PNRs: 10 characters of a 32-letter alphabet without the look-alikes 0/O and 1/I (50 bits).
+PNR_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+PNR_LENGTH = 10
+_PNR_RE = re.compile(f"[{PNR_ALPHABET}]{{{PNR_LENGTH}}}")
+
+_STATION_CODE_RE = re.compile(r"[A-Z][A-Z0-9]{1,5}")
+_COACH_LABEL_RE = re.compile(r"[A-Z][A-Z0-9]{0,4}")
+_SEAT_REF_RE = re.compile(r"([A-Z][A-Z0-9]{0,4})-([0-9]{1,3})")
+
+
+def _text(value: object, what: str, max_len: int) -> str:
+    """A stripped-equal, printable, non-empty string of at most `max_len` characters."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    if not value or value != value.strip():
+        raise ValueError(f"{what} must not be empty or start/end with spaces")
+    if len(value) > max_len:
+        raise ValueError(f"{what} must be at most {max_len} characters long (got {len(value)})")
+    if not value.isprintable():
+        raise ValueError(f"{what} must not contain control characters")
+    return value
+
+
+def _int(value: object, what: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an integer from {lo} to {hi} (got {value!r})")
+    return value
+
+
+def validate_station_code(code: object) -> str:
+    """Return `code` if it is 2-6 uppercase letters/digits starting with a letter (e.g. NDLS, BCT); else ValueError."""
+    if not isinstance(code, str) or not _STATION_CODE_RE.fullmatch(code):
+        raise ValueError(f"station code must be 2 to 6 capital letters or digits, e.g. NDLS (got {str(code)[:20]!r})")
+    return code
+
+
+def validate_station_name(name: object) -> str:
+    """Return `name` if it is 1-64 printable characters without surrounding spaces; else ValueError."""
+    return _text(name, "station name", STATION_NAME_MAX)
+
+
+def validate_train_number(number: object) -> int:
+    """Return `number` if it is an integer 1..99999; else ValueError."""
+    return _int(number, "train number", 1, TRAIN_NUMBER_MAX)
+
+
+def validate_train_name(name: object) -> str:
+    """Return `name` if it is 1-64 printable characters; else ValueError."""
+    return _text(name, "train name", TRAIN_NAME_MAX)
+
+
+def normalize_train_type(value: object) -> str:
+    """Upper-case and underscore a train type ('Super fast' -> 'SUPER_FAST'); for proposers, before validating."""
+    if not isinstance(value, str):
+        raise ValueError("train type must be a string")
+    return "_".join(value.upper().replace("-", " ").split())
+
+
+def validate_train_type(value: object) -> str:
+    """Return `value` if it is one of TRAIN_TYPES (upper case); else ValueError."""
+    if value not in TRAIN_TYPES:
+        raise ValueError(f"train type must be one of {', '.join(sorted(TRAIN_TYPES))} (got {str(value)[:20]!r})")
+    return value  # type: ignore[return-value]
+
+
+def validate_travel_class(value: object) -> str:
+    """Return `value` if it is AC1, AC2, AC3, SLEEPER or GENERAL; else ValueError."""
+    if value not in TRAVEL_CLASSES:
+        raise ValueError(f"class must be one of {', '.join(TRAVEL_CLASSES)} (got {str(value)[:20]!r})")
+    return value  # type: ignore[return-value]
+
+
+def validate_berth(value: object, *, allow_none: bool = False) -> str:
+    """Return a berth type; with `allow_none`, "" (no preference) is accepted too."""
+    if allow_none and value == "":
+        return ""
+    if value not in BERTH_TYPES:
+        raise ValueError(f"berth must be one of {', '.join(sorted(BERTH_TYPES))} (got {str(value)[:20]!r})")
+    return value  # type: ignore[return-value]
+
+
+def validate_time(value: object) -> int:
+    """Minutes after midnight of an "HH:MM" string; ValueError otherwise."""
+    return civil.parse_hhmm(value)
+
+
+def validate_date(value: object) -> int:
+    """Day number of a "YYYY-MM-DD" string; ValueError otherwise."""
+    return civil.parse_date(value)
+
+
+def validate_date_not_past(value: object, now_ms: int) -> int:
+    """Day number of a date that is today or later in India at `now_ms`; ValueError otherwise."""
+    day = civil.parse_date(value)
+    today = civil.local_day(now_ms)
+    if day < today:
+        raise ValueError(f"date {value} is in the past (today is {civil.format_date(today)})")
+    return day
+
+
+def validate_date_range(first: object, last: object, now_ms: int) -> tuple[int, int]:
+    """(first, last) day numbers of a date range that starts today or later and spans at most 366 days."""
+    a = validate_date_not_past(first, now_ms)
+    b = civil.parse_date(last)
+    if b < a:
+        raise ValueError(f"last date {last} is before first date {first}")
+    if b - a + 1 > SCHEDULE_DAYS_MAX:
+        raise ValueError(f"a date range may cover at most {SCHEDULE_DAYS_MAX} days")
+    return a, b
+
+
+def validate_route(stops: object) -> None:
+    """Check a route: a sequence of objects with station_code, arrive_min, depart_min, km.
+
+    2-60 stops, each station once; the first stop is at 0 minutes and 0 km; arrival at a stop is after the
+    departure from the previous one, departure is not before arrival, the last stop's departure equals its
+    arrival; kilometres strictly increase; everything within a week and 10,000 km.
+    """
+    if not isinstance(stops, (tuple, list)) or not 2 <= len(stops) <= ROUTE_STOPS_MAX:
+        raise ValueError(f"a route must have 2 to {ROUTE_STOPS_MAX} stops")
+    seen: set[str] = set()
+    for i, stop in enumerate(stops):
+        code = validate_station_code(stop.station_code)
+        if code in seen:
+            raise ValueError(f"station {code} appears twice in the route")
+        seen.add(code)
+        arr = _int(stop.arrive_min, f"stop {i + 1} arrival minute", 0, ROUTE_MINUTES_MAX)
+        dep = _int(stop.depart_min, f"stop {i + 1} departure minute", 0, ROUTE_MINUTES_MAX)
+        km = _int(stop.km, f"stop {i + 1} distance", 0, ROUTE_KM_MAX)
+        if i == 0:
+            if arr != 0 or dep != 0 or km != 0:
+                raise ValueError("the first stop of a route is at minute 0 and km 0")
+            continue
+        prev = stops[i - 1]
+        if arr <= prev.depart_min:
+            raise ValueError(f"stop {i + 1} ({code}) must be reached after leaving stop {i}")
+        if dep < arr:
+            raise ValueError(f"stop {i + 1} ({code}) departs before it arrives")
+        if km <= prev.km:
+            raise ValueError(f"stop {i + 1} ({code}) must be farther than stop {i}")
+    if stops[-1].depart_min != stops[-1].arrive_min:
+        raise ValueError("the last stop's departure must equal its arrival")
+
+
+def validate_coach_label(label: object) -> str:
+    """Return a coach label like A1, B12, S3, GS1 (1-5 capital letters/digits starting with a letter)."""
+    if not isinstance(label, str) or not _COACH_LABEL_RE.fullmatch(label):
+        raise ValueError(f"coach label must be 1 to 5 capital letters or digits, e.g. B1 (got {str(label)[:20]!r})")
+    return label
+
+
+def validate_coaches(coaches: object) -> None:
+    """Check a coach list: objects with label, travel_class, seats, berths (a berth pattern, may be empty)."""
+    if not isinstance(coaches, (tuple, list)) or not 1 <= len(coaches) <= COACHES_MAX:
+        raise ValueError(f"a train must have 1 to {COACHES_MAX} coaches")
+    labels: set[str] = set()
+    for coach in coaches:
+        label = validate_coach_label(coach.label)
+        if label in labels:
+            raise ValueError(f"coach {label} appears twice")
+        labels.add(label)
+        validate_travel_class(coach.travel_class)
+        _int(coach.seats, f"coach {label} seat count", 1, COACH_SEATS_MAX)
+        if len(coach.berths) > BERTH_PATTERN_MAX:
+            raise ValueError(f"coach {label}: a berth pattern has at most {BERTH_PATTERN_MAX} entries")
+        for berth in coach.berths:
+            validate_berth(berth)
+
+
+def validate_price_paise(value: object, *, allow_zero: bool = False) -> int:
+    """A price in paise, 1..10,000,000 (0 allowed with `allow_zero`, meaning "use the tariff")."""
+    return _int(value, "price (paise)", 0 if allow_zero else 1, PRICE_PAISE_MAX)
+
+
+def validate_passenger_name(name: object) -> str:
+    """1-64 printable characters, no surrounding spaces."""
+    return _text(name, "passenger name", PASSENGER_NAME_MAX)
+
+
+def validate_age(age: object) -> int:
+    """An age 0..125."""
+    return _int(age, "passenger age", 0, AGE_MAX)
+
+
+def parse_seat_ref(ref: object) -> tuple[str, int]:
+    """("B1", 23) from "B1-23"; ValueError if malformed or seat 0."""
+    if not isinstance(ref, str):
+        raise ValueError("a seat must be a string like B1-23")
+    m = _SEAT_REF_RE.fullmatch(ref)
+    if not m or int(m[2]) < 1:
+        raise ValueError(f"seat must look like COACH-NUMBER, e.g. B1-23 (got {ref[:20]!r})")
+    return m[1], int(m[2])
+
+
+def seat_ref(label: str, seat_no: int) -> str:
+    """"B1-23" for coach B1, seat 23."""
+    return f"{label}-{seat_no}"
+
+
+def validate_passengers(passengers: object) -> None:
+    """Check 1-6 passengers (objects with name, age, berth_pref, seat); chosen seats must be distinct."""
+    if not isinstance(passengers, (tuple, list)) or not 1 <= len(passengers) <= PASSENGERS_MAX:
+        raise ValueError(f"a booking is for 1 to {PASSENGERS_MAX} passengers")
+    seats: set[tuple[str, int]] = set()
+    for p in passengers:
+        validate_passenger_name(p.name)
+        validate_age(p.age)
+        validate_berth(p.berth_pref, allow_none=True)
+        if p.seat:
+            ref = parse_seat_ref(p.seat)
+            if ref in seats:
+                raise ValueError(f"seat {p.seat} is chosen twice")
+            seats.add(ref)
+
+
+def validate_hold_seconds(value: object) -> int:
+    """How long a hold lasts: 60..1800 seconds."""
+    return _int(value, "hold duration (seconds)", HOLD_SECONDS_MIN, HOLD_SECONDS_MAX)
+
+
+def validate_pnr(pnr: object) -> str:
+    """Return `pnr` if it is 10 characters of PNR_ALPHABET; else ValueError."""
+    if not isinstance(pnr, str) or not _PNR_RE.fullmatch(pnr):
+        raise ValueError("a PNR is 10 characters: capital letters and digits, without 0, O, 1 or I")
+    return pnr
+
+
+def normalize_pnr(text: object) -> str:
+    """A PNR as a user may type it ('k7m2-9xq4 ab') -> 'K7M29XQ4AB'; for proposers and lookups."""
+    if not isinstance(text, str):
+        raise ValueError("a PNR must be a string")
+    return "".join(ch for ch in text.upper() if ch not in " -")
+
+
+def validate_provider_ref(ref: object) -> str:
+    """A payment provider's charge reference: 1-64 printable ASCII characters."""
+    if not isinstance(ref, str) or not 1 <= len(ref) <= PROVIDER_REF_MAX or not ref.isascii() \
+            or not ref.isprintable():
+        raise ValueError(f"provider reference must be 1 to {PROVIDER_REF_MAX} printable ASCII characters")
+    return ref
+
+
+def validate_reason(reason: object) -> str:
+    """A free-text reason (may be empty), at most 200 printable characters."""
+    if not isinstance(reason, str) or len(reason) > REASON_MAX or (reason and not reason.isprintable()):
+        raise ValueError(f"reason must be at most {REASON_MAX} printable characters")
+    return reason

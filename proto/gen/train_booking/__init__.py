@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Dict,
+    List,
     Optional,
 )
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     import grpclib.server
     from betterproto.grpc.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
+
+
+class SeatType(betterproto.Enum):
+    UNKNOWN = 0
+    AC1 = 1
+    AC2 = 2
+    AC3 = 3
+    GENERAL = 4
 
 
 @dataclass(eq=False, repr=False)
@@ -60,6 +69,154 @@ class LogoutRequest(betterproto.Message):
 class StatusResponse(betterproto.Message):
     success: bool = betterproto.bool_field(1)
     message: str = betterproto.string_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class ListCitiesRequest(betterproto.Message):
+    pass
+
+
+@dataclass(eq=False, repr=False)
+class City(betterproto.Message):
+    city_id: int = betterproto.int32_field(1)
+    city_name: str = betterproto.string_field(2)
+    city_code: str = betterproto.string_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class ListCitiesResponse(betterproto.Message):
+    cities: List["City"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class SearchRequest(betterproto.Message):
+    source_city_id: int = betterproto.int32_field(1)
+    destination_city_id: int = betterproto.int32_field(2)
+    date: str = betterproto.string_field(3)
+    """YYYY-MM-DD"""
+
+
+@dataclass(eq=False, repr=False)
+class ServiceSummary(betterproto.Message):
+    service_id: str = betterproto.string_field(1)
+    """names a run, a class and the searched segment"""
+
+    train_number: int = betterproto.int32_field(2)
+    train_name: str = betterproto.string_field(3)
+    source_city_name: str = betterproto.string_field(4)
+    destination_city_name: str = betterproto.string_field(5)
+    datetime_of_departure: str = betterproto.string_field(6)
+    datetime_of_arrival: str = betterproto.string_field(7)
+    seat_type: "SeatType" = betterproto.enum_field(8)
+    seats_available: int = betterproto.int32_field(9)
+    """seats free on the searched segment"""
+
+    price: float = betterproto.double_field(10)
+
+
+@dataclass(eq=False, repr=False)
+class SearchResponse(betterproto.Message):
+    services: List["ServiceSummary"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class AddTrainRequest(betterproto.Message):
+    admin_token: str = betterproto.string_field(1)
+    train_number: int = betterproto.int32_field(2)
+    train_name: str = betterproto.string_field(3)
+    source_city_id: int = betterproto.int32_field(4)
+    destination_city_id: int = betterproto.int32_field(5)
+    train_type: str = betterproto.string_field(6)
+
+
+@dataclass(eq=False, repr=False)
+class SeatInfo(betterproto.Message):
+    seat_type: "SeatType" = betterproto.enum_field(1)
+    seats_available: int = betterproto.int32_field(2)
+    price: float = betterproto.double_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class AddTrainServiceRequest(betterproto.Message):
+    admin_token: str = betterproto.string_field(1)
+    train_number: int = betterproto.int32_field(2)
+    datetime_of_departure: str = betterproto.string_field(3)
+    """YYYY-MM-DD HH:MM:SS"""
+
+    datetime_of_arrival: str = betterproto.string_field(4)
+    seat_info: List["SeatInfo"] = betterproto.message_field(5)
+
+
+@dataclass(eq=False, repr=False)
+class GetAllTrainsRequest(betterproto.Message):
+    admin_token: str = betterproto.string_field(1)
+    source_city_id: int = betterproto.int32_field(2)
+    destination_city_id: int = betterproto.int32_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class TrainInfo(betterproto.Message):
+    train_number: int = betterproto.int32_field(1)
+    train_name: str = betterproto.string_field(2)
+    source_city: str = betterproto.string_field(3)
+    destination_city: str = betterproto.string_field(4)
+    train_type: str = betterproto.string_field(5)
+
+
+@dataclass(eq=False, repr=False)
+class GetAllTrainsResponse(betterproto.Message):
+    trains: List["TrainInfo"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class InitiateBookingRequest(betterproto.Message):
+    customer_token: str = betterproto.string_field(1)
+    service_id: str = betterproto.string_field(2)
+    number_of_seats: int = betterproto.int32_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class BookingConfirmation(betterproto.Message):
+    success: bool = betterproto.bool_field(1)
+    message: str = betterproto.string_field(2)
+    booking_id: str = betterproto.string_field(3)
+    total_cost: float = betterproto.double_field(4)
+
+
+@dataclass(eq=False, repr=False)
+class ProcessPaymentRequest(betterproto.Message):
+    customer_token: str = betterproto.string_field(1)
+    booking_id: str = betterproto.string_field(2)
+    payment_mode: str = betterproto.string_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class GetMyBookingsRequest(betterproto.Message):
+    customer_token: str = betterproto.string_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class BookingDetails(betterproto.Message):
+    booking_id: str = betterproto.string_field(1)
+    train_name: str = betterproto.string_field(2)
+    source: str = betterproto.string_field(3)
+    destination: str = betterproto.string_field(4)
+    datetime_of_departure: str = betterproto.string_field(5)
+    number_of_seats: int = betterproto.int32_field(6)
+    total_cost: float = betterproto.double_field(7)
+    seat_type: "SeatType" = betterproto.enum_field(8)
+    status: str = betterproto.string_field(9)
+
+
+@dataclass(eq=False, repr=False)
+class BookingList(betterproto.Message):
+    bookings: List["BookingDetails"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class CancelBookingRequest(betterproto.Message):
+    customer_token: str = betterproto.string_field(1)
+    booking_id: str = betterproto.string_field(2)
 
 
 class TicketingStub(betterproto.ServiceStub):
@@ -114,6 +271,159 @@ class TicketingStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def list_cities(
+        self,
+        list_cities_request: "ListCitiesRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ListCitiesResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/ListCities",
+            list_cities_request,
+            ListCitiesResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def search_train_services(
+        self,
+        search_request: "SearchRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "SearchResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/SearchTrainServices",
+            search_request,
+            SearchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def add_train(
+        self,
+        add_train_request: "AddTrainRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "StatusResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/AddTrain",
+            add_train_request,
+            StatusResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def add_train_service(
+        self,
+        add_train_service_request: "AddTrainServiceRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "StatusResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/AddTrainService",
+            add_train_service_request,
+            StatusResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_all_trains(
+        self,
+        get_all_trains_request: "GetAllTrainsRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "GetAllTrainsResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/GetAllTrains",
+            get_all_trains_request,
+            GetAllTrainsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def initiate_booking(
+        self,
+        initiate_booking_request: "InitiateBookingRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "BookingConfirmation":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/InitiateBooking",
+            initiate_booking_request,
+            BookingConfirmation,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def process_payment(
+        self,
+        process_payment_request: "ProcessPaymentRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "StatusResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/ProcessPayment",
+            process_payment_request,
+            StatusResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_my_bookings(
+        self,
+        get_my_bookings_request: "GetMyBookingsRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "BookingList":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/GetMyBookings",
+            get_my_bookings_request,
+            BookingList,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def cancel_booking(
+        self,
+        cancel_booking_request: "CancelBookingRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "StatusResponse":
+        return await self._unary_unary(
+            "/train_booking.Ticketing/CancelBooking",
+            cancel_booking_request,
+            StatusResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class TicketingBase(ServiceBase):
 
@@ -124,6 +434,49 @@ class TicketingBase(ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def logout(self, logout_request: "LogoutRequest") -> "StatusResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_cities(
+        self, list_cities_request: "ListCitiesRequest"
+    ) -> "ListCitiesResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def search_train_services(
+        self, search_request: "SearchRequest"
+    ) -> "SearchResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def add_train(self, add_train_request: "AddTrainRequest") -> "StatusResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def add_train_service(
+        self, add_train_service_request: "AddTrainServiceRequest"
+    ) -> "StatusResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_all_trains(
+        self, get_all_trains_request: "GetAllTrainsRequest"
+    ) -> "GetAllTrainsResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def initiate_booking(
+        self, initiate_booking_request: "InitiateBookingRequest"
+    ) -> "BookingConfirmation":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def process_payment(
+        self, process_payment_request: "ProcessPaymentRequest"
+    ) -> "StatusResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_my_bookings(
+        self, get_my_bookings_request: "GetMyBookingsRequest"
+    ) -> "BookingList":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def cancel_booking(
+        self, cancel_booking_request: "CancelBookingRequest"
+    ) -> "StatusResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_register(
@@ -147,6 +500,70 @@ class TicketingBase(ServiceBase):
         response = await self.logout(request)
         await stream.send_message(response)
 
+    async def __rpc_list_cities(
+        self, stream: "grpclib.server.Stream[ListCitiesRequest, ListCitiesResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.list_cities(request)
+        await stream.send_message(response)
+
+    async def __rpc_search_train_services(
+        self, stream: "grpclib.server.Stream[SearchRequest, SearchResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.search_train_services(request)
+        await stream.send_message(response)
+
+    async def __rpc_add_train(
+        self, stream: "grpclib.server.Stream[AddTrainRequest, StatusResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.add_train(request)
+        await stream.send_message(response)
+
+    async def __rpc_add_train_service(
+        self, stream: "grpclib.server.Stream[AddTrainServiceRequest, StatusResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.add_train_service(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_all_trains(
+        self, stream: "grpclib.server.Stream[GetAllTrainsRequest, GetAllTrainsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.get_all_trains(request)
+        await stream.send_message(response)
+
+    async def __rpc_initiate_booking(
+        self,
+        stream: "grpclib.server.Stream[InitiateBookingRequest, BookingConfirmation]",
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.initiate_booking(request)
+        await stream.send_message(response)
+
+    async def __rpc_process_payment(
+        self, stream: "grpclib.server.Stream[ProcessPaymentRequest, StatusResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.process_payment(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_my_bookings(
+        self, stream: "grpclib.server.Stream[GetMyBookingsRequest, BookingList]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.get_my_bookings(request)
+        await stream.send_message(response)
+
+    async def __rpc_cancel_booking(
+        self, stream: "grpclib.server.Stream[CancelBookingRequest, StatusResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.cancel_booking(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/train_booking.Ticketing/Register": grpclib.const.Handler(
@@ -165,6 +582,60 @@ class TicketingBase(ServiceBase):
                 self.__rpc_logout,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 LogoutRequest,
+                StatusResponse,
+            ),
+            "/train_booking.Ticketing/ListCities": grpclib.const.Handler(
+                self.__rpc_list_cities,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListCitiesRequest,
+                ListCitiesResponse,
+            ),
+            "/train_booking.Ticketing/SearchTrainServices": grpclib.const.Handler(
+                self.__rpc_search_train_services,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                SearchRequest,
+                SearchResponse,
+            ),
+            "/train_booking.Ticketing/AddTrain": grpclib.const.Handler(
+                self.__rpc_add_train,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AddTrainRequest,
+                StatusResponse,
+            ),
+            "/train_booking.Ticketing/AddTrainService": grpclib.const.Handler(
+                self.__rpc_add_train_service,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AddTrainServiceRequest,
+                StatusResponse,
+            ),
+            "/train_booking.Ticketing/GetAllTrains": grpclib.const.Handler(
+                self.__rpc_get_all_trains,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetAllTrainsRequest,
+                GetAllTrainsResponse,
+            ),
+            "/train_booking.Ticketing/InitiateBooking": grpclib.const.Handler(
+                self.__rpc_initiate_booking,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                InitiateBookingRequest,
+                BookingConfirmation,
+            ),
+            "/train_booking.Ticketing/ProcessPayment": grpclib.const.Handler(
+                self.__rpc_process_payment,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ProcessPaymentRequest,
+                StatusResponse,
+            ),
+            "/train_booking.Ticketing/GetMyBookings": grpclib.const.Handler(
+                self.__rpc_get_my_bookings,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetMyBookingsRequest,
+                BookingList,
+            ),
+            "/train_booking.Ticketing/CancelBooking": grpclib.const.Handler(
+                self.__rpc_cancel_booking,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CancelBookingRequest,
                 StatusResponse,
             ),
         }
