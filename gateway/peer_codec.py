@@ -24,6 +24,8 @@ transport logs and drops.
 
 from __future__ import annotations
 
+import struct
+
 from collections.abc import Callable
 from typing import Any
 
@@ -110,6 +112,41 @@ def _entries_to_pb(entries: tuple[Entry, ...]) -> list[PbEntry]:
     return [PbEntry(term=e.term, index=e.index, type=PbEntryType(int(e.type)), data=e.data) for e in entries]
 
 
+_PACKED_HEADER = struct.Struct("<QQBI")
+
+
+def pack_entries(entries: tuple[Entry, ...] | list[Entry]) -> bytes:
+    """The `packed_entries` form of a batch (see raft.proto): one bytes field instead of a message per entry."""
+    parts = []
+    head = _PACKED_HEADER.pack
+    for e in entries:
+        parts.append(head(e.term, e.index, int(e.type), len(e.data)))
+        parts.append(e.data)
+    return b"".join(parts)
+
+
+def unpack_entries(blob: bytes) -> tuple[Entry, ...]:
+    """Inverse of `pack_entries`; CodecError on a malformed blob."""
+    out = []
+    pos, end = 0, len(blob)
+    size = _PACKED_HEADER.size
+    unpack = _PACKED_HEADER.unpack_from
+    while pos < end:
+        if pos + size > end:
+            raise CodecError(f"packed entries: truncated header at byte {pos}")
+        term, index, kind, length = unpack(blob, pos)
+        pos += size
+        if pos + length > end:
+            raise CodecError(f"packed entries: entry {index} claims {length} bytes past the end")
+        try:
+            etype = EntryType(kind)
+        except ValueError:
+            raise CodecError(f"unknown entry type {kind} at index {index}") from None
+        out.append(Entry(term, index, etype, bytes(blob[pos : pos + length])))
+        pos += length
+    return tuple(out)
+
+
 def _check_carried(msg: Message) -> None:
     carried = _CARRIED.get(msg.type)
     if carried is None:
@@ -141,7 +178,7 @@ def message_to_peer(msg: Message, cluster_id: str, group_id: int) -> betterproto
             **hdr,
             prev_log_index=msg.index,
             prev_log_term=msg.log_term,
-            entries=_entries_to_pb(msg.entries),
+            packed_entries=pack_entries(msg.entries),
             leader_commit=msg.commit,
         )
     if t is MsgType.APP_RESP:
@@ -250,7 +287,7 @@ def _app(pb: AppendEntriesRequest) -> Message:
         **_hdr(pb),
         log_term=pb.prev_log_term,
         index=pb.prev_log_index,
-        entries=_entries_from_pb(pb.entries),
+        entries=unpack_entries(pb.packed_entries) if pb.packed_entries else _entries_from_pb(pb.entries),
         commit=pb.leader_commit,
     )
 

@@ -176,41 +176,336 @@ class RemoveMember(CommandBase):
     node_id: int
 
 
-Command = Union[RegisterUser, CreateSession, RevokeSession, SetMember, RemoveMember]
+# --------------------------------------------------------------------------------------- nested records
 
-# type tag -> (class, {field name: python type}).  New commands are added here; a tag, once used in a log,
-# must never change meaning.
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """A value nested inside a command (a stop, a coach, a passenger): encoded as a JSON object, strictly."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopSpec(Record):
+    """One stop of a route: minutes after the origin's departure, and cumulative kilometres from the origin."""
+
+    station_code: str
+    arrive_min: int
+    depart_min: int
+    km: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoachSpec(Record):
+    """One coach of a train.  `berths` is the berth pattern seat n follows cyclically; () = the class default."""
+
+    label: str
+    travel_class: str
+    seats: int
+    berths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassPrice(Record):
+    """A fixed price per seat for a class on the runs being scheduled (instead of the distance tariff)."""
+
+    travel_class: str
+    price_paise: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassSeats(Record):
+    """AddTrainService: this many seats of the class, at this price per seat (0 = the distance tariff)."""
+
+    travel_class: str
+    seats: int
+    price_paise: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassengerSpec(Record):
+    """A passenger of a booking.  `berth_pref` "" = no preference; `seat` "" = any, else e.g. "B1-23"."""
+
+    name: str
+    age: int
+    berth_pref: str = ""
+    seat: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundSettlement(Record):
+    """A refund the payment provider has paid out, with the provider's reference for it."""
+
+    refund_id: int
+    provider_ref: str
+
+
+# ---------------------------------------------------------------------------------- booking commands
+#
+# `token_sha256` is the caller's session (the SHA-256 of their bearer token).  Apply resolves it to the user
+# and role at the command's ts_ms: unknown, revoked or expired -> UNAUTHENTICATED; admin-only commands from a
+# customer -> PERMISSION_DENIED.  The gateway checks the same first, so this is the backstop.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BootstrapAdmin(CommandBase):
+    """Create the first administrator.  Refused (FAILED_PRECONDITION) once any ADMIN exists."""
+
+    TYPE: ClassVar[str] = "bootstrap_admin"
+
+    username: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetUserRole(CommandBase):
+    """Admin: make a user ADMIN or CUSTOMER (the last admin cannot be demoted)."""
+
+    TYPE: ClassVar[str] = "set_user_role"
+
+    token_sha256: str
+    username: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateStation(CommandBase):
+    """Admin: a new station; `code` is unique (e.g. NDLS)."""
+
+    TYPE: ClassVar[str] = "create_station"
+
+    token_sha256: str
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddTrain(CommandBase):
+    """Admin: a train with its route and default coach composition.  `depart_time` "HH:MM" IST at the origin."""
+
+    TYPE: ClassVar[str] = "add_train"
+
+    token_sha256: str
+    number: int
+    name: str
+    train_type: str
+    depart_time: str
+    stops: tuple[StopSpec, ...]
+    coaches: tuple[CoachSpec, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRuns(CommandBase):
+    """Admin: a run of the train on every date first_date..last_date (dates that already have one are skipped).
+
+    Each run gets a copy of the train's coaches; `prices` optionally fixes a price per seat for some classes.
+    """
+
+    TYPE: ClassVar[str] = "schedule_runs"
+
+    token_sha256: str
+    train_number: int
+    first_date: str
+    last_date: str
+    prices: tuple[ClassPrice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddTrainService(CommandBase):
+    """Admin (the original API's AddTrainService): one run with explicit times and N seats per class.
+
+    `departure`/`arrival` are IST "YYYY-MM-DD HH:MM[:SS]" at the route's first and last stop (`arrival` ""
+    = as the timetable says).  Coaches are generated to hold exactly the seats asked for.
+    """
+
+    TYPE: ClassVar[str] = "add_train_service"
+
+    token_sha256: str
+    train_number: int
+    departure: str
+    arrival: str
+    seats: tuple[ClassSeats, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRun(CommandBase):
+    """Admin: cancel a run; every live booking on it becomes REFUNDED with its payment refunded in full."""
+
+    TYPE: ClassVar[str] = "cancel_run"
+
+    token_sha256: str
+    run_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldSeats(CommandBase):
+    """Customer: hold seats (or, with accept_waitlist, join the waitlist) for 1-6 passengers.
+
+    `pnr` is a fresh random candidate from the proposer (store.payments.new_pnr); if it is taken, apply
+    deterministically moves on to the next free one, so the command never fails for that reason.
+    """
+
+    TYPE: ClassVar[str] = "hold_seats"
+
+    token_sha256: str
+    pnr: str
+    run_id: int
+    travel_class: str
+    from_code: str
+    to_code: str
+    passengers: tuple[PassengerSpec, ...]
+    accept_waitlist: bool = False
+    hold_seconds: int = 600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmPayment(CommandBase):
+    """Customer: the outcome of charging the booking's amount due (the proposer talked to the provider first)."""
+
+    TYPE: ClassVar[str] = "confirm_payment"
+
+    token_sha256: str
+    pnr: str
+    amount_paise: int
+    provider_ref: str
+    approved: bool
+    decline_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelBooking(CommandBase):
+    """Owner or admin: cancel a booking, or only the passengers numbered in `passenger_nos` (1-based)."""
+
+    TYPE: ClassVar[str] = "cancel_booking"
+
+    token_sha256: str
+    pnr: str
+    passenger_nos: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireHolds(CommandBase):
+    """Leader, periodically: unpaid holds with hold_expires_ms <= now_ms expire and release their seats; paid
+    waitlisted bookings whose train has left the boarding station are refunded.  `now_ms` <= `ts_ms`."""
+
+    TYPE: ClassVar[str] = "expire_holds"
+
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleRefunds(CommandBase):
+    """Leader: the provider has paid these refunds out (see store.booking_queries.pending_refunds)."""
+
+    TYPE: ClassVar[str] = "settle_refunds"
+
+    settlements: tuple[RefundSettlement, ...]
+
+
+Command = Union[
+    RegisterUser, CreateSession, RevokeSession, SetMember, RemoveMember, BootstrapAdmin, SetUserRole,
+    CreateStation, AddTrain, ScheduleRuns, AddTrainService, CancelRun, HoldSeats, ConfirmPayment, CancelBooking,
+    ExpireHolds, SettleRefunds,
+]
+
+# type tag -> class.  New commands are added here; a tag, once used in a log, must never change meaning.
 COMMAND_TYPES: dict[str, type[CommandBase]] = {
-    cls.TYPE: cls for cls in (RegisterUser, CreateSession, RevokeSession, SetMember, RemoveMember)
+    cls.TYPE: cls
+    for cls in (
+        RegisterUser, CreateSession, RevokeSession, SetMember, RemoveMember, BootstrapAdmin, SetUserRole,
+        CreateStation, AddTrain, ScheduleRuns, AddTrainService, CancelRun, HoldSeats, ConfirmPayment,
+        CancelBooking, ExpireHolds, SettleRefunds,
+    )
 }
-_FIELD_TYPES: dict[type[CommandBase], dict[str, type]] = {
-    cls: {f.name: typing.get_type_hints(cls)[f.name] for f in fields(cls)} for cls in COMMAND_TYPES.values()
-}
+RECORD_TYPES: tuple[type[Record], ...] = (StopSpec, CoachSpec, ClassPrice, ClassSeats, PassengerSpec, RefundSettlement)
 
 
-def _check_value(cls_name: str, name: str, value: Any, typ: type) -> None:
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+# class -> {field name: type}; a field type is int, str, bool, a Record, or tuple[<one of those>, ...].
+_FIELD_TYPES: dict[type, dict[str, Any]] = {
+    cls: _field_types(cls) for cls in (*COMMAND_TYPES.values(), *RECORD_TYPES)
+}
+
+# A list inside a command longer than this is garbage (no rule allows more than a few hundred items).
+MAX_LIST_ITEMS = 1000
+
+
+def _convert(where: str, value: Any, typ: Any, decoding: bool) -> Any:
+    """Check `value` against `typ`; when decoding, turn JSON lists into tuples and objects into Records.
+
+    Encoding (decoding=False) requires the Python forms (tuples, Record instances), so a command built with a
+    list is caught at the proposer instead of being hashed or compared surprisingly later.
+    """
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise CommandDecodeError(f"{where} must be true or false, got {type(value).__name__}")
+        return value
     if typ is int:
         # bool is an int subclass in Python but not in JSON; refuse it so true != 1.
         if not isinstance(value, int) or isinstance(value, bool):
-            raise CommandDecodeError(f"{cls_name}.{name} must be an integer, got {type(value).__name__}")
+            raise CommandDecodeError(f"{where} must be an integer, got {type(value).__name__}")
         if not _INT_MIN <= value <= _INT_MAX:
-            raise CommandDecodeError(f"{cls_name}.{name} is out of the 64-bit integer range")
-    elif typ is str:
+            raise CommandDecodeError(f"{where} is out of the 64-bit integer range")
+        return value
+    if typ is str:
         if not isinstance(value, str):
-            raise CommandDecodeError(f"{cls_name}.{name} must be a string, got {type(value).__name__}")
+            raise CommandDecodeError(f"{where} must be a string, got {type(value).__name__}")
         if "\x00" in value:
             # SQLite's text functions stop at NUL; such strings would compare and dump surprisingly.
-            raise CommandDecodeError(f"{cls_name}.{name} must not contain NUL characters")
-    else:  # pragma: no cover - only reachable when a new command uses a type not handled above
-        raise TypeError(f"unsupported field type {typ!r} in {cls_name}.{name}")
+            raise CommandDecodeError(f"{where} must not contain NUL characters")
+        return value
+    if typing.get_origin(typ) is tuple:
+        item_type = typing.get_args(typ)[0]
+        if not isinstance(value, list if decoding else tuple):
+            want = "a list" if decoding else "a tuple"
+            raise CommandDecodeError(f"{where} must be {want}, got {type(value).__name__}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise CommandDecodeError(f"{where} has more than {MAX_LIST_ITEMS} items")
+        return tuple(_convert(f"{where}[{i}]", v, item_type, decoding) for i, v in enumerate(value))
+    if isinstance(typ, type) and issubclass(typ, Record):
+        types = _FIELD_TYPES[typ]
+        if decoding:
+            if not isinstance(value, dict):
+                raise CommandDecodeError(f"{where} must be an object, got {type(value).__name__}")
+            _check_keys(where, set(value), types)
+            return typ(**{name: _convert(f"{where}.{name}", value[name], t, True) for name, t in types.items()})
+        if type(value) is not typ:
+            raise CommandDecodeError(f"{where} must be a {typ.__name__}, got {type(value).__name__}")
+        for name, t in types.items():
+            _convert(f"{where}.{name}", getattr(value, name), t, False)
+        return value
+    raise TypeError(f"unsupported field type {typ!r} at {where}")  # pragma: no cover - a new command's bug
+
+
+def _check_keys(where: str, keys: set[str], types: dict[str, Any]) -> None:
+    missing = sorted(set(types) - keys)
+    extra = sorted(keys - set(types))
+    if missing:
+        raise CommandDecodeError(f"{where} is missing field(s): {', '.join(missing)}")
+    if extra:
+        raise CommandDecodeError(f"{where} has unknown field(s): {', '.join(extra)}")
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Record):
+        return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
+    return value
 
 
 def _check_command(cmd: CommandBase) -> None:
-    types = _FIELD_TYPES.get(type(cmd))
-    if types is None:
+    if type(cmd) not in _COMMAND_CLASSES:
         raise CommandDecodeError(f"not a command: {type(cmd).__name__}")
-    for name, typ in types.items():
-        _check_value(type(cmd).__name__, name, getattr(cmd, name), typ)
+    for name, typ in _FIELD_TYPES[type(cmd)].items():
+        _convert(f"{type(cmd).__name__}.{name}", getattr(cmd, name), typ, False)
+
+
+_COMMAND_CLASSES = frozenset(COMMAND_TYPES.values())
 
 
 def encode_command(cmd: CommandBase) -> bytes:
@@ -220,7 +515,7 @@ def encode_command(cmd: CommandBase) -> bytes:
     proposer rather than stored in the log.
     """
     _check_command(cmd)
-    obj: dict[str, Any] = {f.name: getattr(cmd, f.name) for f in fields(cmd)}
+    obj: dict[str, Any] = {f.name: _to_json(getattr(cmd, f.name)) for f in fields(cmd)}
     obj["t"] = cmd.TYPE
     return _dumps(obj)
 
@@ -229,7 +524,7 @@ def decode_command(data: bytes) -> Command:
     """Inverse of `encode_command`; CommandDecodeError (a ValueError) with a clear message on bad input."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CommandDecodeError(f"command is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise CommandDecodeError("command must be a JSON object")
@@ -240,12 +535,6 @@ def decode_command(data: bytes) -> Command:
     if cls is None:
         raise CommandDecodeError(f"unknown command type {tag!r}")
     types = _FIELD_TYPES[cls]
-    missing = sorted(set(types) - set(obj))
-    extra = sorted(set(obj) - set(types))
-    if missing:
-        raise CommandDecodeError(f"{cls.__name__} is missing field(s): {', '.join(missing)}")
-    if extra:
-        raise CommandDecodeError(f"{cls.__name__} has unknown field(s): {', '.join(extra)}")
-    for name, typ in types.items():
-        _check_value(cls.__name__, name, obj[name], typ)
-    return cls(**obj)  # type: ignore[return-value]
+    _check_keys(cls.__name__, set(obj), types)
+    values = {name: _convert(f"{cls.__name__}.{name}", obj[name], typ, True) for name, typ in types.items()}
+    return cls(**values)  # type: ignore[return-value]

@@ -372,3 +372,24 @@ def validate_reason(reason: object) -> str:
     if not isinstance(reason, str) or len(reason) > REASON_MAX or (reason and not reason.isprintable()):
         raise ValueError(f"reason must be at most {REASON_MAX} printable characters")
     return reason
+
+
+# A service id names (run, class, boarding station, alighting station), e.g. "R123-AC2-NDLS-BCT": what search
+# hands out and what the original API's InitiateBooking takes back.
+_SERVICE_ID_RE = re.compile(r"R([1-9][0-9]{0,17})-([A-Z0-9]+)-([A-Z][A-Z0-9]{1,5})-([A-Z][A-Z0-9]{1,5})")
+
+
+def encode_service_id(run_id: int, travel_class: str, from_code: str, to_code: str) -> str:
+    """"R123-AC2-NDLS-BCT" for run 123, class AC2, NDLS to BCT."""
+    return f"R{run_id}-{travel_class}-{from_code}-{to_code}"
+
+
+def parse_service_id(service_id: object) -> tuple[int, str, str, str]:
+    """(run_id, travel_class, from_code, to_code) of a service id; ValueError if malformed."""
+    if not isinstance(service_id, str):
+        raise ValueError("service id must be a string")
+    m = _SERVICE_ID_RE.fullmatch(service_id.strip().upper())
+    if not m:
+        raise ValueError(f"malformed service id {service_id[:40]!r} (expected e.g. R123-AC2-NDLS-BCT)")
+    validate_travel_class(m[2])
+    return int(m[1]), m[2], m[3], m[4]

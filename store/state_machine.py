@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from . import rules
+from . import booking, rules
 from .commands import (
     ALREADY_EXISTS,
     INTERNAL,
@@ -38,6 +38,9 @@ from .commands import (
     decode_result,
     encode_result,
 )
+from .failures import CommandFailed, check
+
+__all__ = ["apply_batch", "read_meta_int", "CommandFailed", "ApplyOrderError", "KIND_NORMAL", "KIND_CONF"]
 
 KIND_NORMAL = 0  # raft.types.EntryType.NORMAL: a command (empty data = a leader's no-op)
 KIND_CONF = 1  # raft.types.EntryType.CONF: a Raft configuration entry; the state machine only counts it
@@ -52,15 +55,6 @@ SESSION_RETENTION_MS = 24 * 60 * 60 * 1000
 PRUNE_EVERY = 1000
 
 Entry = tuple[int, int, bytes]  # (log index, entry kind, data)
-
-
-class CommandFailed(Exception):
-    """Raised by a handler for an expected failure: the command's changes roll back, `code` is returned."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class ApplyOrderError(ValueError):
@@ -179,7 +173,7 @@ def _apply_command(conn: sqlite3.Connection, index: int, data: bytes, clock: int
         result = handler(conn, cmd)
     except CommandFailed as e:
         conn.execute("ROLLBACK TO command")
-        result = Result.error(e.code, e.message)
+        result = Result.error(e.code, e.message, e.data)
     except Exception as e:
         if _is_environmental(e):
             raise
@@ -211,10 +205,7 @@ def _prune(conn: sqlite3.Connection, clock: int) -> None:
 
 def _check(rule: Callable[[object], object], value: object) -> None:
     """Run a rules.validate_* function, turning its ValueError into an INVALID_ARGUMENT failure."""
-    try:
-        rule(value)
-    except ValueError as e:
-        raise CommandFailed(INVALID_ARGUMENT, str(e)) from None
+    check(rule, value)
 
 
 def _register_user(conn: sqlite3.Connection, cmd: RegisterUser) -> Result:
@@ -291,4 +282,5 @@ _HANDLERS: dict[type[CommandBase], Callable[[sqlite3.Connection, CommandBase], R
     RevokeSession: _revoke_session,  # type: ignore[dict-item]
     SetMember: _set_member,  # type: ignore[dict-item]
     RemoveMember: _remove_member,  # type: ignore[dict-item]
+    **booking.HANDLERS,
 }

@@ -54,6 +54,11 @@ MIN_CHARGEABLE_KM = 50
 REFUND_EARLY_PERCENT = 90  # more than 48 h before departure
 REFUND_LATE_PERCENT = 50  # 48 h .. 4 h before departure
 REFUND_EARLY_BEFORE_MS = 48 * HOUR_MS
+# The rule in one sentence, for API responses (RefundQuote) and the web app.
+REFUND_RULE = (
+    "90% of the fare if cancelled more than 48 hours before departure from the boarding station, 50% from"
+    " 48 down to 4 hours before, nothing later; waitlisted bookings and runs cancelled by the railway: 100%"
+)
 REFUND_LATE_BEFORE_MS = 4 * HOUR_MS
 
 

@@ -175,3 +175,30 @@ def test_garbage_bytes_raise_codec_error_only(wire: bytes) -> None:
 @given(msg=any_message, cluster_id=cluster_ids, group_id=group_ids)
 def test_decode_envelope_of_valid_bytes(msg: Message, cluster_id: str, group_id: int) -> None:
     assert decode_envelope(bytes(message_to_proto(msg, cluster_id, group_id))) == (cluster_id, group_id, msg)
+
+
+def test_append_entries_travel_packed_and_both_forms_decode():
+    """Nodes send a batch as one packed bytes field; a peer that sends repeated Entry messages is understood too."""
+    from gateway.peer_codec import message_from_proto, message_to_proto, pack_entries
+    from proto.gen.railraft.raft.v1 import AppendEntriesRequest, PeerEnvelope
+    from proto.gen.railraft.raft.v1 import Entry as PbEntry
+
+    ents = tuple(Entry(term=3, index=10 + i, data=bytes([i]) * i) for i in range(5))
+    msg = Message(type=MsgType.APP, to=2, frm=1, term=3, log_term=2, index=9, entries=ents, commit=8)
+    env = message_to_proto(msg, "c", 1)
+    assert env.append_entries_request.packed_entries == pack_entries(ents)
+    assert not env.append_entries_request.entries
+    assert message_from_proto(env)[2] == msg
+    plain = PeerEnvelope(append_entries_request=AppendEntriesRequest(
+        cluster_id="c", group_id=1, from_id=1, to_id=2, term=3, prev_log_index=9, prev_log_term=2, leader_commit=8,
+        entries=[PbEntry(term=e.term, index=e.index, data=e.data) for e in ents]))
+    assert message_from_proto(plain)[2] == msg
+
+
+def test_malformed_packed_entries_are_refused():
+    from gateway.peer_codec import CodecError, pack_entries, unpack_entries
+
+    blob = pack_entries((Entry(term=1, index=1, data=b"abc"),))
+    for bad in (blob[:-1], blob[:5], blob[:17] + b"\x09" + blob[18:]):
+        with pytest.raises(CodecError):
+            unpack_entries(bad)

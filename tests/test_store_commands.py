@@ -46,7 +46,11 @@ def test_encoding_is_compact_sorted_json_with_type_tag() -> None:
         b'{"client_id":"c1","password_hash":"scrypt$x","request_id":"r1","role":"CUSTOMER",'
         b'"t":"register_user","ts_ms":1700000000000,"username":"bob"}'
     )
-    assert set(COMMAND_TYPES) == {"register_user", "create_session", "revoke_session", "set_member", "remove_member"}
+    assert set(COMMAND_TYPES) == {
+        "register_user", "create_session", "revoke_session", "set_member", "remove_member", "bootstrap_admin",
+        "set_user_role", "create_station", "add_train", "schedule_runs", "add_train_service", "cancel_run",
+        "hold_seats", "confirm_payment", "cancel_booking", "expire_holds", "settle_refunds",
+    }
 
 
 def test_commands_are_frozen() -> None:

@@ -1,9 +1,10 @@
 """The deterministic part of store/ reads no clock and no randomness (DESIGN.md, "Commands are deterministic").
 
-Checked statically: the modules the apply runs (commands, rules, schema, state_machine, queries) import no
+Checked statically: the modules the apply runs (commands, rules, schema, state_machine, queries, failures,
+civil, tariff, booking) and the pure read/compat helpers (booking_queries, compat) import no
 clock, random, network or event-loop module, and their SQL uses no non-deterministic SQLite function
-(random(), randomblob(), CURRENT_TIMESTAMP, 'now', ...).  store/auth.py and store/db.py are proposer-side /
-I/O code and are deliberately not checked.
+(random(), randomblob(), CURRENT_TIMESTAMP, 'now', ...).  store/auth.py, store/payments.py, store/demo.py
+and store/db.py are proposer-side / I/O code and are deliberately not checked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 
 STORE = Path(__file__).resolve().parents[1] / "store"
-PURE = ["commands.py", "rules.py", "schema.py", "state_machine.py", "queries.py"]
+PURE = [
+    "commands.py", "rules.py", "schema.py", "state_machine.py", "queries.py", "failures.py", "civil.py",
+    "tariff.py", "booking.py", "booking_queries.py", "compat.py",
+]
 FORBIDDEN_MODULES = {
     "time", "datetime", "random", "secrets", "uuid", "os", "socket", "trio", "trio_asyncio", "asyncio",
     "aiosqlite", "threading", "hashlib", "importlib", "actors", "gateway", "web",
