@@ -109,9 +109,11 @@ class SearchResult:
 
 def _free_count(conn: sqlite3.Connection, run_id: int, travel_class: str, seats: int, f: int, t: int) -> int:
     # A seat can hold two allocations that both overlap [f, t) (A->B and B->C over A->C): count seats, not rows.
+    # DISTINCT over one expression (unique: a coach has at most 120 seats) keeps the plan on the covering
+    # allocations_by_class range; DISTINCT over two columns made the planner walk the whole run by primary key.
     taken = conn.execute(
-        "SELECT COUNT(*) FROM (SELECT DISTINCT coach_no, seat_no FROM allocations"
-        " WHERE run_id = ? AND travel_class = ? AND from_seq < ? AND to_seq > ?)",
+        "SELECT COUNT(DISTINCT coach_no * 1000 + seat_no) FROM allocations"
+        " WHERE run_id = ? AND travel_class = ? AND from_seq < ? AND to_seq > ?",
         (run_id, travel_class, t, f),
     ).fetchone()[0]
     return seats - taken
@@ -133,12 +135,13 @@ def availability(conn: sqlite3.Connection, run_id: int, from_seq: int, to_seq: i
     )
 
 
-def search(conn: sqlite3.Connection, from_code: str, to_code: str, date: str, include_cancelled: bool = False
-           ) -> list[SearchResult]:
+def search(conn: sqlite3.Connection, from_code: str, to_code: str, date: str, include_cancelled: bool = False,
+           after_ms: int = 0) -> list[SearchResult]:
     """Runs that leave `from_code` on IST date `date` and later call at `to_code`, by departure time.
 
     `date` is the date at the BOARDING station (a train that left its origin the day before is found by the
-    date the passenger boards).  Cancelled runs are left out unless `include_cancelled`.
+    date the passenger boards).  Cancelled runs are left out unless `include_cancelled`; runs leaving
+    `from_code` at or before `after_ms` (pass the caller's clock to hide trains that have gone) too.
     """
     day = civil.parse_date(date)
     a_st, b_st = _station(conn, from_code), _station(conn, to_code)
@@ -164,7 +167,7 @@ def search(conn: sqlite3.Connection, from_code: str, to_code: str, date: str, in
             if status != "SCHEDULED" and not include_cancelled:
                 continue
             board_ms = depart_ms + dep_min * civil.MINUTE_MS
-            if civil.local_day(board_ms) != day:
+            if civil.local_day(board_ms) != day or board_ms <= after_ms:
                 continue
             arrive_min = override if override is not None and t == last_seq else arr_min
             arrive_ms = depart_ms + arrive_min * civil.MINUTE_MS

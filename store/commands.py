@@ -11,8 +11,13 @@ Encoding: compact JSON with sorted keys, the type under `"t"` and the dataclass 
     {"client_id":"c1","password_hash":"scrypt$...","request_id":"r1","role":"CUSTOMER","t":"register_user",
      "ts_ms":1700000000000,"username":"bob"}
 
-`decode_command` is strict (unknown type, missing or extra field, wrong JSON type -> `CommandDecodeError`),
-because the log is forever: a lenient decoder would make the meaning of old entries depend on decoder details.
+Field types are int, str, bool, a `Record` (a nested frozen dataclass such as `PassengerSpec`, encoded as a
+JSON object by field name) or a tuple of one of those (a JSON list).  Booking commands carry the caller's
+session as `token_sha256`; the apply resolves it (store.booking).
+
+`decode_command` is strict (unknown type, missing or extra field -- also inside nested records --, wrong JSON
+type -> `CommandDecodeError`), because the log is forever: a lenient decoder would make the meaning of old
+entries depend on decoder details.
 
 A `Result` is what the apply returns to the proposer (and what is stored for exactly-once retries); its `code`
 is a gRPC status name so the gateway can map it directly.

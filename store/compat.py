@@ -195,17 +195,16 @@ class ServiceSummary:
     price_paise: int
 
 
-def search_services(conn: sqlite3.Connection, source_city_id: int, destination_city_id: int, date: str
-                    ) -> list[ServiceSummary]:
-    """One row per scheduled run and class from the source to the destination city on `date`.
-
-    NotFound for an unknown city id; ValueError for a malformed date.
+def search_services(conn: sqlite3.Connection, source_city_id: int, destination_city_id: int, date: str,
+                    after_ms: int = 0) -> list[ServiceSummary]:
+    """One row per scheduled run and class from the source to the destination city on `date` (leaving after
+    `after_ms`, see booking_queries.search).  NotFound for an unknown city id; ValueError for a malformed date.
     """
     src, dst = bq.station_by_id(conn, source_city_id), bq.station_by_id(conn, destination_city_id)
     if src is None or dst is None:
         raise bq.NotFound(f"unknown city id {source_city_id if src is None else destination_city_id}")
     out = []
-    for r in bq.search(conn, src.code, dst.code, date):
+    for r in bq.search(conn, src.code, dst.code, date, after_ms=after_ms):
         for c in r.classes:
             out.append(ServiceSummary(
                 c.service_id, r.train_number, r.train_name, src.name, dst.name,

@@ -8,6 +8,7 @@ the same rules first, so a user normally gets the error before anything is propo
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from . import civil
 
@@ -393,3 +394,111 @@ def parse_service_id(service_id: object) -> tuple[int, str, str, str]:
         raise ValueError(f"malformed service id {service_id[:40]!r} (expected e.g. R123-AC2-NDLS-BCT)")
     validate_travel_class(m[2])
     return int(m[1]), m[2], m[3], m[4]
+
+
+# ========================================================================================== precheck
+
+
+def _check_unique_classes(items: Any, what: str) -> list[str]:
+    classes = []
+    for item in items:
+        cls = validate_travel_class(item.travel_class)
+        if cls in classes:
+            raise ValueError(f"class {cls} is {what} twice")
+        classes.append(cls)
+    return classes
+
+
+def _service_coach_count(seats: Any) -> int:
+    return sum(-(-s.seats // COACH_CAPACITY[s.travel_class]) for s in seats)
+
+
+def _precheck_add_train_service(cmd: Any) -> None:
+    validate_train_number(cmd.train_number)
+    dep = civil.parse_datetime(cmd.departure)
+    if dep <= cmd.ts_ms:
+        raise ValueError(f"departure {cmd.departure} is in the past")
+    if cmd.arrival:
+        arr = civil.parse_datetime(cmd.arrival)
+        if arr <= dep:
+            raise ValueError("arrival must be after departure")
+        if arr - dep > ROUTE_MINUTES_MAX * civil.MINUTE_MS:
+            raise ValueError("a journey may last at most a week")
+    if not 1 <= len(cmd.seats) <= len(TRAVEL_CLASSES):
+        raise ValueError("give seats for 1 to 5 classes")
+    _check_unique_classes(cmd.seats, "given")
+    for s in cmd.seats:
+        _int(s.seats, f"{s.travel_class} seats", 1, SERVICE_SEATS_MAX)
+        validate_price_paise(s.price_paise, allow_zero=True)
+    n = _service_coach_count(cmd.seats)
+    if n > COACHES_MAX:
+        raise ValueError(f"that needs {n} coaches; a run has at most {COACHES_MAX}")
+
+
+def precheck(cmd: Any) -> None:
+    """Every rule of a booking command that needs no database, as the gateway should check before proposing
+    and as the apply re-checks first: ValueError with a human message (-> INVALID_ARGUMENT) if one fails.
+
+    Checks formats, ranges and lengths, "not in the past" against the command's own `ts_ms`, at most 6
+    passengers, distinct chosen seats, and so on.  What needs the database (does station NDLS exist, is the
+    hold expired, is the seat free) is checked by the apply alone.  Commands without booking rules pass.
+    """
+    t = getattr(cmd, "TYPE", "")
+    c = cmd
+    if t == "bootstrap_admin":
+        validate_username(c.username)
+        if not c.password_hash or len(c.password_hash) > PASSWORD_HASH_MAX:
+            raise ValueError("password_hash is missing or too long")
+    elif t == "set_user_role":
+        validate_username(c.username)
+        validate_role(c.role)
+    elif t == "create_station":
+        validate_station_code(c.code)
+        validate_station_name(c.name)
+    elif t == "add_train":
+        validate_train_number(c.number)
+        validate_train_name(c.name)
+        validate_train_type(c.train_type)
+        validate_time(c.depart_time)
+        validate_route(c.stops)
+        validate_coaches(c.coaches)
+    elif t == "schedule_runs":
+        validate_train_number(c.train_number)
+        validate_date_range(c.first_date, c.last_date, c.ts_ms)
+        _check_unique_classes(c.prices, "priced")
+        for p in c.prices:
+            validate_price_paise(p.price_paise)
+    elif t == "add_train_service":
+        _precheck_add_train_service(c)
+    elif t == "cancel_run":
+        _int(c.run_id, "run id", 1, 2**62)
+        validate_reason(c.reason)
+    elif t == "hold_seats":
+        validate_pnr(c.pnr)
+        _int(c.run_id, "run id", 1, 2**62)
+        validate_travel_class(c.travel_class)
+        validate_station_code(c.from_code)
+        validate_station_code(c.to_code)
+        if c.from_code == c.to_code:
+            raise ValueError("boarding and alighting stations must differ")
+        validate_passengers(c.passengers)
+        validate_hold_seconds(c.hold_seconds)
+    elif t == "confirm_payment":
+        validate_pnr(c.pnr)
+        _int(c.amount_paise, "amount (paise)", 1, PRICE_PAISE_MAX * PASSENGERS_MAX)
+        if c.approved:
+            validate_provider_ref(c.provider_ref)
+        validate_reason(c.decline_reason)
+    elif t == "cancel_booking":
+        validate_pnr(c.pnr)
+        nos = c.passenger_nos
+        for no in nos:
+            _int(no, "passenger number", 1, PASSENGERS_MAX)
+        if len(set(nos)) != len(nos):
+            raise ValueError("a passenger is listed twice")
+    elif t == "expire_holds":
+        if c.now_ms > c.ts_ms:
+            raise ValueError("now_ms may not be later than the command's ts_ms")
+    elif t == "settle_refunds":
+        for s in c.settlements:
+            validate_provider_ref(s.provider_ref)

@@ -169,7 +169,8 @@ MIGRATIONS: list[str] = [
         CHECK (from_seq < to_seq)
     );
     CREATE INDEX bookings_by_user ON bookings (user_id, id);
-    CREATE INDEX bookings_by_run ON bookings (run_id, status);
+    -- Run cancellation and the run report (not keyed on status: a status change then leaves this index alone).
+    CREATE INDEX bookings_by_run ON bookings (run_id);
     -- ExpireHolds: the unpaid bookings in expiry order.
     CREATE INDEX bookings_pending ON bookings (pending_until_ms) WHERE pending_until_ms IS NOT NULL;
     -- Waitlist promotion (oldest first per run and class) and the refund of waitlists left at departure.

@@ -21,7 +21,6 @@ from store.commands import (
     FAILED_PRECONDITION,
     INVALID_ARGUMENT,
     NOT_FOUND,
-    OK,
     PERMISSION_DENIED,
     UNAUTHENTICATED,
     AddTrain,
@@ -286,6 +285,7 @@ def test_search_finds_runs_in_stop_order_with_times_and_fares(w: World) -> None:
     assert bq.search(w.conn, "SSS", "QQQ", DAY) == []  # wrong direction
     assert bq.search(w.conn, "PPP", "XXX", DAY) == []  # no train calls there
     assert bq.search(w.conn, "QQQ", "SSS", "2026-06-06") == []
+    assert [r.train_number for r in bq.search(w.conn, "QQQ", "SSS", DAY, after_ms=BOARD_P + 65 * MIN)] == [200]
     with pytest.raises(bq.NotFound):
         bq.search(w.conn, "PPP", "NOPE", DAY)
     with pytest.raises(ValueError):
@@ -411,7 +411,7 @@ def test_six_passengers_is_the_limit(w: World) -> None:
         ({"cls": "AC1"}, NOT_FOUND, "no AC1"),
         ({"f": "XXX"}, NOT_FOUND, "does not stop at XXX"),
         ({"f": "SSS", "t": "PPP"}, INVALID_ARGUMENT, "reaches PPP before SSS"),
-        ({"f": "PPP", "t": "PPP"}, INVALID_ARGUMENT, "reaches"),
+        ({"f": "PPP", "t": "PPP"}, INVALID_ARGUMENT, "must differ"),
         ({"ts": BOARD_P}, FAILED_PRECONDITION, "left PPP"),
         ({"hold_seconds": 10}, INVALID_ARGUMENT, "hold duration"),
         ({"pnr": "ABC"}, INVALID_ARGUMENT, "PNR"),
@@ -623,6 +623,12 @@ def test_waitlist_promotion_when_a_hold_expires_and_segment_fit(w: World) -> Non
     assert res.data["promoted"] == [far.data["pnr"]]
     assert [w.status(p) for p in (hold.data["pnr"], far.data["pnr"], near.data["pnr"])] == [
         "EXPIRED", "CONFIRMED", "WAITLISTED"]
+
+
+def test_no_payment_after_the_train_left(w: World) -> None:
+    pnr = w.hold(ALICE, ts=BOARD_P - 5 * MIN).data["pnr"]
+    late = w.pay(ALICE, pnr, ts=BOARD_P)
+    assert late.code == FAILED_PRECONDITION and "left" in late.message and late.data["void_charge"] is True
 
 
 def test_paid_waitlist_is_refunded_when_the_train_leaves(w: World) -> None:
@@ -864,3 +870,18 @@ def test_same_log_gives_identical_databases(tmp_path: Path) -> None:
         assert queries.canonical_dump(other) == expected
         other.close()
     a.close()
+
+
+def test_demo_accounts_and_admin_session(tmp_path: Path) -> None:
+    from store import auth, demo
+
+    c = schema.connect(tmp_path / "acc.db")
+    w = World(c)
+    assert all(r.ok for r in w.apply(*demo.account_commands(T0)))
+    admin = queries.user_by_name(c, demo.DEMO_ADMIN[0])
+    assert admin.role == "ADMIN" and auth.verify_password(demo.DEMO_ADMIN[1], admin.password_hash)
+    assert queries.user_by_name(c, demo.DEMO_CUSTOMER[0]).role == "CUSTOMER"
+    token, session = demo.session_command(admin.id, T0)
+    assert w.one(session).ok
+    assert w.one(w.cmd(CreateStation, token_sha256=auth.token_hash(token), code="NDLS", name="New Delhi")).ok
+    c.close()

@@ -189,3 +189,62 @@ def test_simulated_provider_is_idempotent_and_declines_test_cards() -> None:
 def test_new_pnrs_are_valid_and_random() -> None:
     pnrs = {new_pnr() for _ in range(200)}
     assert len(pnrs) == 200 and all(rules.validate_pnr(p) for p in pnrs)
+
+
+# ========================================================================================== precheck
+
+NOW = civil.parse_datetime("2026-06-01 09:00")
+P = {"request_id": "r", "client_id": "c", "ts_ms": NOW}
+
+
+def _with(cmd, **changes):
+    fields = {f.name: getattr(cmd, f.name) for f in dataclasses.fields(cmd)}
+    fields.update(changes)
+    return type(cmd)(**fields)
+
+
+def test_precheck_accepts_the_samples() -> None:
+    for cmd in SAMPLES:
+        rules.precheck(_with(cmd, ts_ms=NOW))
+
+
+@pytest.mark.parametrize(
+    ("cmd", "needle"),
+    [
+        (_with(HOLD, **P, passengers=HOLD.passengers * 4), "1 to 6 passengers"),
+        (_with(HOLD, **P, passengers=(PassengerSpec(name="A", age=130),)), "age"),
+        (_with(HOLD, **P, passengers=(PassengerSpec(name="A", age=3, seat="B1-5"),
+                                      PassengerSpec(name="B", age=3, seat="B1-5"))), "chosen twice"),
+        (_with(HOLD, **P, from_code="BCT"), "must differ"),
+        (_with(HOLD, **P, from_code="bct"), "station code"),
+        (_with(HOLD, **P, hold_seconds=5000), "hold duration"),
+        (_with(HOLD, **P, run_id=0), "run id"),
+        (_with(HOLD, **P, travel_class="FIRST"), "class must be"),
+        (_with(SAMPLES[2], **P, first_date="2026-05-31"), "in the past"),
+        (_with(SAMPLES[2], **P, last_date="2026-05-31"), "before first date"),
+        (_with(SAMPLES[3], **P, approved=True, provider_ref=""), "provider reference"),
+        (_with(SAMPLES[3], **P, amount_paise=0), "amount"),
+        (_with(SAMPLES[4], **P, passenger_nos=(1, 1)), "twice"),
+        (_with(SAMPLES[4], **P, passenger_nos=(7,)), "passenger number"),
+        (_with(SAMPLES[5], **P, now_ms=NOW + 1), "now_ms"),
+        (_with(SAMPLES[1], **P, depart_time="7:00"), "HH:MM"),
+    ],
+)
+def test_precheck_refuses_bad_input(cmd, needle: str) -> None:
+    with pytest.raises(ValueError) as info:
+        rules.precheck(cmd)
+    assert needle in str(info.value)
+
+
+def test_apply_runs_the_same_precheck(tmp_path) -> None:
+    """The apply answers a command that fails precheck with INVALID_ARGUMENT and precheck's own message."""
+    from store import schema
+    from store.state_machine import apply_batch
+
+    conn = schema.connect(tmp_path / "p.db")
+    bad = _with(HOLD, **P, passengers=HOLD.passengers * 4)
+    with pytest.raises(ValueError) as info:
+        rules.precheck(bad)
+    [r] = apply_batch(conn, [(1, 0, encode_command(bad))])
+    assert (r.code, r.message) == ("INVALID_ARGUMENT", str(info.value))
+    conn.close()

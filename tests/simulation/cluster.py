@@ -179,6 +179,8 @@ class Simulation:
         self.drop = self.p.drop
         self.dup = self.p.dup
         self.healed = False
+        self.link_clock: dict[tuple[int, int], int] = {}
+        self.probes: list[tuple[int, int, int]] = []
         self.history: list[Operation] = []
         self.applied: dict[int, tuple[int, bytes]] = {}
         self.max_applied = 0
@@ -214,6 +216,12 @@ class Simulation:
         for _ in range(copies):
             lost = self.rng.random() < self.drop
             delay = 1 + self.rng.randrange(self.p.max_delay)
+            if self.healed:
+                # A healed network behaves like TCP: delays, but in order on each link.
+                link = (m.frm, m.to)
+                at = max(self.now + delay, self.link_clock.get(link, 0))
+                self.link_clock[link] = at
+                delay = at - self.now
             if lost:
                 if m.type == MsgType.SNAP:
                     self.schedule(self.now + delay, "snap_status", (m.frm, m.to, True))
@@ -383,7 +391,7 @@ class Simulation:
         return self.rng.choice(alive)
 
     def client(self, cid: int) -> None:
-        if self.healed and self.now > self.end_time - 200:
+        if self.healed and self.now > self.end_time - 1000:
             return  # quiesce
         self.op_counter += 1
         key = f"k{self.rng.randrange(self.p.keys)}"
@@ -579,18 +587,21 @@ class Simulation:
             node = ld[0]
             try:
                 index = node.core.propose(b"")
-                self.probe_index = (node.id, node.gen, index)
+                self.probes.append((node.id, node.gen, index))
             except RaftError:
                 pass
             self.pump(node)
         self.schedule(self.now + 50, "probe", ())
 
     def check_probe(self) -> None:
-        if self.liveness_done is None and getattr(self, "probe_index", None):
-            nid, gen, index = self.probe_index
+        """Done when any probe (an empty entry proposed after healing) has been applied where it was proposed."""
+        if self.liveness_done is not None or not self.probes:
+            return
+        for nid, gen, index in self.probes:
             node = self.nodes[nid]
             if node.gen == gen and node.kv_applied >= index and self.applied.get(index, (0, b"x"))[1] == b"":
                 self.liveness_done = self.now
+                return
 
     # ----- main loop -----
     def run(self) -> None:
