@@ -13,6 +13,7 @@ Not a test: numbers depend on the machine.  Uses `random` with a fixed seed (thi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import statistics
@@ -102,12 +103,16 @@ def bookings(rng: random.Random, runs: int, stops: int, start: int, count: int, 
         yield hold, rng.random() < 0.9
 
 
-def run_bookings(b: Bench, rng: random.Random, runs: int, codes: dict[int, list[str]], start: int, count: int,
-                 ts: int) -> tuple[float, float, int, int]:
-    """Apply holds (batched), then their payments; (seconds for holds, seconds for pays, ok holds, pays)."""
+def run_bookings(b: Bench, rng: random.Random, runs: int, days: int, codes: dict[int, list[str]], start: int,
+                 count: int, ts: int) -> tuple[float, float, int, int]:
+    """Apply holds (batched), then their payments; (seconds for holds, seconds for pays, ok holds, pays).
+
+    Runs were scheduled train by train, `days` each, so run r belongs to train (r - 1) // days, whose station
+    codes are codes[train].
+    """
     holds, pay_flags = [], []
     for hold, pay in bookings(rng, runs, 10, start, count, ts):
-        run_codes = codes[(hold.run_id - 1) // _DAYS]
+        run_codes = codes[(hold.run_id - 1) // days]
         f, t = int(hold.from_code[1:]), int(hold.to_code[1:])
         holds.append(HoldSeats(**{**_fields(hold), "from_code": run_codes[f], "to_code": run_codes[t]}))
         pay_flags.append(pay)
@@ -131,11 +136,8 @@ def run_bookings(b: Bench, rng: random.Random, runs: int, codes: dict[int, list[
     return t_hold, t_pay, sum(r.ok for r in results), len(pays)
 
 
-_DAYS = 30
-
-
 def _fields(cmd: CommandBase) -> dict:
-    return {name: getattr(cmd, name) for name in cmd.__dataclass_fields__ if name != "TYPE"}
+    return {f.name: getattr(cmd, f.name) for f in dataclasses.fields(cmd)}
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -146,7 +148,6 @@ def percentile(xs: list[float], p: float) -> float:
 
 def main() -> None:
     """Command-line entry point (see the module docstring)."""
-    global _DAYS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", default="/tmp/railraft-bench.db")
     ap.add_argument("--bookings", type=int, default=100_000, help="bookings to store before measuring")
@@ -156,7 +157,6 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=2_000)
     ap.add_argument("--fresh", action="store_true", help="delete the database first")
     args = ap.parse_args()
-    _DAYS = args.days
     if args.fresh:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(args.db + suffix):
@@ -173,11 +173,11 @@ def main() -> None:
     chunk = 20_000
     while stored < args.bookings:
         n = min(chunk, args.bookings - stored)
-        th, tp, ok, paid = run_bookings(b, rng, runs, codes, 10_000_000 + stored, n, T0 + 60_000)
+        th, tp, ok, paid = run_bookings(b, rng, runs, args.days, codes, 10_000_000 + stored, n, T0 + 60_000)
         stored = b.conn.execute("SELECT COUNT(*) FROM bookings").fetchone()[0]
         print(f"stored {stored:>8} bookings: holds {th / n * 1e6:6.0f} us/cmd ({ok}/{n} ok), "
               f"pays {tp / max(paid, 1) * 1e6:6.0f} us/cmd")
-    th, tp, ok, paid = run_bookings(b, rng, runs, codes, 90_000_000, args.measure, T0 + 120_000)
+    th, tp, ok, paid = run_bookings(b, rng, runs, args.days, codes, 90_000_000, args.measure, T0 + 120_000)
     print(f"MEASURED on {stored} stored bookings: HoldSeats {th / args.measure * 1e6:.0f} us/cmd "
           f"({ok}/{args.measure} ok), ConfirmPayment {tp / max(paid, 1) * 1e6:.0f} us/cmd "
           f"(batches of {BATCH}, one transaction each)")
