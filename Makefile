@@ -32,12 +32,15 @@ sim: setup
 
 # A local cluster on 127.0.0.1 (NODES nodes from port PORT, data and logs in DATA/), supervised until Ctrl-C.
 # Check it from another terminal with `.venv/bin/railraft status --config $(DATA)/cluster.toml`.
+# Demo mode: once a leader is elected the demo catalogue (stations, 12 trains, runs for 30 days) and a demo
+# customer are loaded through the API (skipped when already there), and the credentials are printed; they are
+# generated on the first run and kept in $(DATA)/credentials.txt (mode 0600), so a re-run prints the same ones.
 NODES ?= 3
 PORT  ?= 50051
 DATA  ?= data
 
 run: setup
-	$(PY) -m gateway.cli cluster up --nodes $(NODES) --port $(PORT) --data-dir $(DATA)
+	$(PY) -m gateway.cli cluster up --nodes $(NODES) --port $(PORT) --data-dir $(DATA) --demo
 
 proto: setup
 	$(PY) scripts/gen_proto.py --out proto/gen

@@ -7,35 +7,27 @@ supervisor through trio-asyncio, tests from either.
     st["leader"]                         # id of the node the reachable nodes agree leads, or None
     st["nodes"][0]["role"]               # "leader", "follower", ..., or "down"
 
-Admin calls (`add_node`, `remove_node`, `transfer_leader`) and the Ticketing calls go to the first node that
-answers; any node forwards them to the leader.  A node that answers UNAVAILABLE (no leader known yet,
-shutting down) or cannot be reached is skipped; the call retries over the list until its deadline.
+Admin calls (`add_node`, `remove_node`, `transfer_leader`) and the Ticketing calls run on
+gateway.client.RailraftClient's engine: they go to the leader (any node would forward them), follow leader
+hints, skip a node that answers UNAVAILABLE (no leader known yet, shutting down) or cannot be reached, and
+retry with backoff until their deadline.  For the railraft.v1.Booking API use RailraftClient itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from grpclib import GRPCError
 from grpclib.client import Channel
-from grpclib.const import Status
-from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from proto.gen.railraft.node.v1 import (
-    AddNodeRequest,
-    AdminResponse,
-    NodeStatus,
-    NodeStub,
-    RemoveNodeRequest,
-    StatusRequest,
-    TransferLeaderRequest,
-)
-from proto.gen.train_booking import LoginRequest, LogoutRequest, RegisterRequest, TicketingStub
+from proto.gen.railraft.node.v1 import AdminResponse, NodeStatus, NodeStub, StatusRequest
+from proto.gen.train_booking import LoginRequest, LoginResponse, LogoutRequest, RegisterRequest, StatusResponse
 
+from .client import CONNECT_ERRORS, RETRYABLE_STATUSES, RailraftClient, Unavailable, Route, parse_addresses
 from .rpc import parse_leader_hint
 
 T = TypeVar("T")
@@ -44,11 +36,9 @@ STATUS_TIMEOUT_S = 2.0
 CALL_TIMEOUT_S = 15.0
 ADMIN_TIMEOUT_S = 90.0  # add-node waits for the new node to catch up before promoting it
 
-# Errors that mean "this node could not serve the call right now": try another one.
-_RETRYABLE = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED})
-# AttributeError: grpclib raises "'Connection' object has no attribute '_transport'" when a request starts on a
-# connection that was just lost (vmagamedov/grpclib#110); it means the same as a refused connection.
-_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError, ConnectionError, AttributeError)
+# Errors that mean "this node could not serve the call right now" (see gateway.client).
+_RETRYABLE = RETRYABLE_STATUSES
+_CONNECT_ERRORS = CONNECT_ERRORS
 
 STATUS_FIELDS = (
     "id", "address", "pid", "role", "term", "leader_id", "commit_index", "applied_index",
@@ -56,27 +46,15 @@ STATUS_FIELDS = (
 )
 
 
-class ClusterUnavailable(Exception):
-    """No node could serve the call before its deadline; the message lists what each node said."""
+# No node could serve the call before its deadline; the message lists what each node said.  One class for
+# this module and gateway.client, so callers catch one thing.
+ClusterUnavailable = Unavailable
 
-
-def parse_addresses(text: str | Iterable[str]) -> list[str]:
-    """'h:p,h:p' (or a list of them) -> ['h:p', ...]; a bare port means 127.0.0.1:port."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out = []
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        if ":" not in item:
-            item = f"127.0.0.1:{item}"
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"not a host:port address: {item!r}")
-        out.append(item)
-    if not out:
-        raise ValueError("no node addresses given")
-    return out
+__all__ = [
+    "ClusterUnavailable", "parse_addresses", "status_to_dict", "down_entry", "node_status", "leader_of",
+    "cluster_status", "discover_status", "wait_for_leader", "call_any", "admin_to_dict", "add_node",
+    "remove_node", "transfer_leader", "register", "login", "logout", "format_status_table",
+]
 
 
 def _split(addr: str) -> tuple[str, int]:
@@ -185,7 +163,8 @@ async def call_any(
     timeout: float = CALL_TIMEOUT_S,
     retry_delay: float = 0.1,
 ) -> T:
-    """Run `fn(channel, remaining_seconds)` on the first node that serves it.
+    """Run `fn(channel, remaining_seconds)` on the first node that serves it (for calls RailraftClient has
+    no method for).
 
     A node that is unreachable or answers UNAVAILABLE/DEADLINE_EXCEEDED is skipped (a leader hint in its
     answer is tried next); the list is walked again until `timeout`.  Other gRPC errors are raised.
@@ -217,51 +196,63 @@ async def call_any(
 
 
 def admin_to_dict(resp: AdminResponse) -> dict[str, Any]:
+    """An AdminResponse as {"ok", "message", "leader_id" (None if unknown)}."""
     return {"ok": resp.ok, "message": resp.message, "leader_id": resp.leader_id or None}
+
+
+def _client(addrs: Sequence[str], timeout: float) -> RailraftClient:
+    # One attempt may use the whole deadline, as these helpers always allowed: an operator's call to a
+    # frozen node waits for it rather than giving up on it after a few seconds.
+    return RailraftClient(list(addrs), timeout=timeout, attempt_timeout=timeout)
 
 
 async def add_node(addrs: Sequence[str], node_id: int, host: str, port: int,
                    timeout: float = ADMIN_TIMEOUT_S) -> dict[str, Any]:
     """Ask the cluster to add node_id at host:port (learner, catch up, voter)."""
-    req = AddNodeRequest(id=node_id, host=host, port=port)
-    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).add_node(req, timeout=t), timeout)
-    return admin_to_dict(resp)
+    async with _client(addrs, timeout) as rr:
+        return admin_to_dict(await rr.add_node(node_id, host, port, timeout=timeout))
 
 
 async def remove_node(addrs: Sequence[str], node_id: int, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Ask the cluster to remove node_id."""
-    req = RemoveNodeRequest(id=node_id)
-    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).remove_node(req, timeout=t), timeout)
-    return admin_to_dict(resp)
+    async with _client(addrs, timeout) as rr:
+        return admin_to_dict(await rr.remove_node(node_id, timeout=timeout))
 
 
 async def transfer_leader(addrs: Sequence[str], to: int = 0, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Move leadership to node `to` (0: the most up-to-date other voter)."""
-    req = TransferLeaderRequest(target_id=to)
-    resp = await call_any(addrs, lambda ch, t: NodeStub(ch).transfer_leader(req, timeout=t), timeout)
-    return admin_to_dict(resp)
+    async with _client(addrs, timeout) as rr:
+        return admin_to_dict(await rr.transfer_leader(to, timeout=timeout))
+
+
+# The original API (train_booking.Ticketing), through the same engine as RailraftClient: writes go to the
+# leader, hints are followed, failover and backoff until the deadline.  These requests carry no request id
+# (the original wire contract; the process tests rely on that), so a retried Register can find its own name.
+_TICKETING = "/train_booking.Ticketing/"
 
 
 async def register(addrs: Sequence[str], username: str, password: str,
                    timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Ticketing.Register -> {"success", "message"}."""
-    req = RegisterRequest(username=username, password=password)
-    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).register(req, timeout=t), timeout)
+    async with _client(addrs, timeout) as rr:
+        resp = await rr.call(Route(_TICKETING + "Register", StatusResponse, True),
+                             RegisterRequest(username=username, password=password))
     return {"success": resp.success, "message": resp.message}
 
 
 async def login(addrs: Sequence[str], username: str, password: str,
                 timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Ticketing.Login -> {"success", "message", "token", "role"}."""
-    req = LoginRequest(username=username, password=password)
-    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).login(req, timeout=t), timeout)
+    async with _client(addrs, timeout) as rr:
+        resp = await rr.call(Route(_TICKETING + "Login", LoginResponse, True),
+                             LoginRequest(username=username, password=password))
     return {"success": resp.success, "message": resp.message, "token": resp.token, "role": resp.role}
 
 
 async def logout(addrs: Sequence[str], token: str, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Ticketing.Logout -> {"success", "message"}."""
-    req = LogoutRequest(token=token)
-    resp = await call_any(addrs, lambda ch, t: TicketingStub(ch).logout(req, timeout=t), timeout)
+    async with _client(addrs, timeout) as rr:
+        resp = await rr.call(Route(_TICKETING + "Logout", StatusResponse, True), LogoutRequest(token=token))
     return {"success": resp.success, "message": resp.message}
 
 

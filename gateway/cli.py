@@ -3,13 +3,15 @@
     railraft --version
     railraft sim --seeds N --start S [--jobs J]          run the deterministic cluster simulation
     railraft node --id N [--config cluster.toml]         run one node (--join: join a running cluster)
-    railraft cluster up [--nodes 3] [--port 50051] [--data-dir data]
+    railraft cluster up [--nodes 3] [--port 50051] [--data-dir data] [--demo]
                                                          write data/cluster.toml, run and supervise the nodes
+                                                         (--demo: load the demo data, print credentials)
     railraft cluster add-node --id N --host H --port P [--start]
     railraft cluster remove-node --id N
     railraft cluster transfer-leader [--to N]
     railraft status [--nodes host:port,...] [--json]     role, term, indexes, log size of every node
     railraft register USER PASS | login USER PASS | logout TOKEN   [--nodes ...] [--json]
+    railraft demo load [--nodes ...] [--data-dir data]   load the demo catalogue and customer (idempotent)
     railraft dump --db PATH                              canonical dump of a node's database (read-only)
 
 Commands that talk to a cluster take `--nodes host:port,...` or `--config cluster.toml`; without either they
@@ -290,16 +292,16 @@ def _client_errors(fn: Any) -> Any:
 
         from actors.config import ConfigError
 
-        from .admin_client import ClusterUnavailable
+        from .client import BookingError, Unavailable
 
         try:
             return fn(args)
         except (ConfigError, ValueError) as e:
             print(f"railraft {args.command}: {e}", file=sys.stderr)
             return 2
-        except ClusterUnavailable as e:
+        except Unavailable as e:
             msg = f"the cluster could not serve the call: {e}"
-        except GRPCError as e:
+        except (GRPCError, BookingError) as e:
             msg = f"{e.status.name}: {e.message}"
         if getattr(args, "json", False):
             _print_json({"ok": False, "error": msg})
@@ -425,8 +427,53 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
 
     return cluster_up(
         nodes=args.nodes, port=args.port, data_dir=args.data_dir, log_format=args.log_format,
-        snapshot_entries=args.snapshot_entries,
+        snapshot_entries=args.snapshot_entries, demo=args.demo, web_url=args.web_url,
     )
+
+
+def _demo_data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else the directory of --config, else ./data."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    if getattr(args, "config", None):
+        return Path(args.config).resolve().parent
+    return Path("data")
+
+
+@_client_errors
+def _cmd_demo_load(args: argparse.Namespace) -> int:
+    from . import demo_loader as dl
+
+    addrs = _addresses(args)
+    data = _demo_data_dir(args)
+    env_pw = os.environ.get(dl.ADMIN_PASSWORD_ENV)
+    if not (data / dl.CREDENTIALS_FILE).exists() and not env_pw:
+        print(f"railraft demo load: no {data / dl.CREDENTIALS_FILE} and no {dl.ADMIN_PASSWORD_ENV}: set it to the "
+              "administrator password the cluster was started with (or use `railraft cluster up --demo`)",
+              file=sys.stderr)
+        return 2
+    say = (lambda _t: None) if args.json else (lambda t: print(t, flush=True))
+    try:
+        creds, _ = dl.load_or_create_credentials(data, admin_password=env_pw)
+        report = _run_client(dl.load_demo(addrs, creds, days=args.days, say=say,
+                                          bootstrap_wait=args.wait))
+    except dl.DemoError as e:
+        msg = str(e)
+        if args.json:
+            _print_json({"ok": False, "error": msg})
+        else:
+            print(f"railraft demo load: {msg}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json({"ok": True, "changed": report.changed, "stations_added": report.stations_added,
+                     "trains_added": report.trains_added, "runs_added": report.runs_added,
+                     "customer_created": report.customer_created, "first_date": report.first_date,
+                     "last_date": report.last_date, "notes": report.notes,
+                     "admin_user": creds.admin_user, "customer_user": creds.customer_user,
+                     "credentials_file": str(data / dl.CREDENTIALS_FILE)})
+    else:
+        print(dl.format_banner(creds, addrs, report=report, web_url=args.web_url, data_dir=data))
+    return 0
 
 
 # ========================================================================================= parser
@@ -475,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default="data", metavar="DIR", help="where cluster.toml, node data and logs go (default data)")
     up.add_argument("--snapshot-entries", type=int, default=None, metavar="N", help="snapshot every N applied entries")
     up.add_argument("--log-format", choices=("text", "json"), default="text", help="node log format")
+    up.add_argument("--demo", action="store_true",
+                    help="demo mode: generated admin password (DATA_DIR/credentials.txt), demo data loaded once a "
+                         "leader is elected, credentials printed")
+    up.add_argument("--web-url", default=None, metavar="URL", help="with --demo: the web app's URL to print")
     up.set_defaults(func=_cmd_cluster_up)
 
     add = csub.add_parser("add-node", help="add a node (learner, catch up, voter); --start launches it first")
@@ -515,6 +566,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(logout)
     logout.set_defaults(func=_cmd_logout)
 
+    demo = sub.add_parser("demo", help="demo data")
+    dsub = demo.add_subparsers(dest="demo_command", metavar="ACTION")
+    dload = dsub.add_parser("load", help="load the demo catalogue and customer through the API (idempotent)")
+    dload.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="where credentials.txt is (default: the --config file's directory, else data)")
+    dload.add_argument("--days", type=int, default=30, metavar="N", help="runs for N days from today (default 30)")
+    dload.add_argument("--wait", type=float, default=60.0, metavar="S",
+                       help="how long to wait for the servers to create the administrator (default 60)")
+    dload.add_argument("--web-url", default=None, metavar="URL", help="the web app's URL to print")
+    _add_target(dload)
+    dload.set_defaults(func=_cmd_demo_load)
+
     dump = sub.add_parser("dump", help="canonical dump of a node's database file (read-only; stop the node first)")
     dump.add_argument("--db", required=True, metavar="PATH")
     dump.set_defaults(func=_cmd_dump)
@@ -527,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
+        return 2
+    if args.command == "demo" and getattr(args, "demo_command", None) is None:
+        print("railraft demo: say what to do: load (railraft demo --help)", file=sys.stderr)
         return 2
     if args.command == "cluster" and getattr(args, "cluster_command", None) is None:
         print("railraft cluster: say what to do: up, add-node, remove-node or transfer-leader "

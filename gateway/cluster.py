@@ -9,6 +9,9 @@ supervises them:
 * a node that exits is restarted after a backoff (0.5 s doubling to 10 s; reset once it ran for 30 s), and the
   exit and restart are printed;
 * the leader is printed once elected and whenever it changes;
+* with `--demo` (what `make run` uses): the nodes get RAILRAFT_ADMIN_PASSWORD from DATA/credentials.txt
+  (generated on the first run, mode 0600), and once a leader is elected the demo data is loaded through the
+  API (gateway.demo_loader: idempotent) and the credentials are printed;
 * Ctrl-C or SIGTERM stops everything: SIGTERM to every node, up to `STOP_GRACE_S` for them to exit, SIGKILL
   for stragglers; then the supervisor exits 0.
 
@@ -28,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -74,12 +77,16 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def status_hint(config: Path) -> str:
-    """How to check the cluster, as a command line the operator can paste."""
+def cli_prefix() -> str:
+    """How to invoke the `railraft` CLI here: the console script if found, else this interpreter -m."""
     script = shutil.which("railraft") or (str(Path(sys.executable).parent / "railraft")
                                           if (Path(sys.executable).parent / "railraft").exists() else None)
-    prefix = script or f"{sys.executable} -m gateway.cli"
-    return f"{prefix} status --config {config}"
+    return script or f"{sys.executable} -m gateway.cli"
+
+
+def status_hint(config: Path) -> str:
+    """How to check the cluster, as a command line the operator can paste."""
+    return f"{cli_prefix()} status --config {config}"
 
 
 # ===================================================================================== supervisor
@@ -111,8 +118,12 @@ class ClusterSupervisor:
 
     def __init__(self, cfg: ClusterConfig, config_path: Path, *, log_format: str = "text",
                  say: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
-                 stop_grace_s: float = STOP_GRACE_S) -> None:
+                 stop_grace_s: float = STOP_GRACE_S,
+                 on_leader: Callable[[], Awaitable[None]] | None = None) -> None:
         self.cfg = cfg
+        # Run once, as a Trio task beside the nodes, when a leader first appears (`cluster up --demo` loads
+        # the demo data there).  Its failure is reported, never fatal: the cluster keeps running.
+        self.on_leader = on_leader
         self.config_path = config_path
         self.say = say or _say
         self.stop_grace_s = stop_grace_s
@@ -182,6 +193,16 @@ class ClusterSupervisor:
             self.leader = leader if leader is not None else self.leader
             await trio.sleep(LEADER_POLL_S)
 
+    async def _after_leader(self) -> None:
+        while self.leader is None and not self.stopping:
+            await trio.sleep(POLL_S)
+        if self.stopping or self.on_leader is None:
+            return
+        try:
+            await self.on_leader()
+        except Exception as e:  # noqa: BLE001 - a failed hook must not take the nodes down
+            self.say(f"after-leader task failed: {e}")
+
     def _signal_all(self, sig: int) -> None:
         for c in self.children.values():
             if c.alive():
@@ -213,6 +234,8 @@ class ClusterSupervisor:
                     for child in self.children.values():
                         nursery.start_soon(self._run_child, child)
                     nursery.start_soon(self._watch_leader)
+                    if self.on_leader is not None:
+                        nursery.start_soon(self._after_leader)
                     async for sig in signals:
                         self.say(f"{signal.Signals(sig).name} received: stopping the cluster")
                         self.stopping = True
@@ -262,8 +285,16 @@ def prepare_config(data_dir: Path, nodes: int | None, port: int | None,
 
 
 def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str | Path = "data",
-               log_format: str = "text", snapshot_entries: int | None = None) -> int:
-    """`railraft cluster up`: returns the process exit code."""
+               log_format: str = "text", snapshot_entries: int | None = None, *, demo: bool = False,
+               web_url: str | None = None) -> int:
+    """`railraft cluster up`: returns the process exit code.
+
+    With `demo`, the nodes get RAILRAFT_ADMIN_PASSWORD from DATA/credentials.txt (created on the first run:
+    the operator's RAILRAFT_ADMIN_PASSWORD if set, else a random password) so that they bootstrap the
+    administrator, and once a leader is elected the demo catalogue and customer are loaded through the API
+    (gateway.demo_loader; idempotent) and the credentials printed.  Without it the nodes inherit the
+    environment as it is: RAILRAFT_ADMIN_PASSWORD, if the operator set it; no built-in password.
+    """
     data = Path(data_dir).resolve()
     try:
         cfg, path, created = prepare_config(data, nodes, port, snapshot_entries)
@@ -273,7 +304,40 @@ def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str 
     _say(f"{'wrote' if created else 'using'} {path}; data dir {data}")
     _say(f"{len(cfg.nodes)} node(s): " + ", ".join(f"{n.id}@{n.address}" for n in cfg.nodes)
          + ". Ctrl-C or SIGTERM stops them all.")
-    sup = ClusterSupervisor(cfg, path, log_format=log_format)
+    env: dict[str, str] = {}
+    on_leader = None
+    if demo:
+        from . import demo_loader
+
+        try:
+            creds, new = demo_loader.load_or_create_credentials(
+                data, admin_password=os.environ.get(demo_loader.ADMIN_PASSWORD_ENV) or None)
+        except (demo_loader.DemoError, OSError) as e:
+            print(f"railraft cluster up: demo credentials: {e}", file=sys.stderr)
+            return 2
+        env_pw = os.environ.get(demo_loader.ADMIN_PASSWORD_ENV)
+        if env_pw and env_pw != creds.admin_password:
+            _say(f"note: {demo_loader.ADMIN_PASSWORD_ENV} differs from {data / demo_loader.CREDENTIALS_FILE}; "
+                 "using the file's (the cluster's administrator was created with it)")
+        _say(f"demo mode: credentials {'generated in' if new else 'from'} {data / demo_loader.CREDENTIALS_FILE}")
+        env[demo_loader.ADMIN_PASSWORD_ENV] = creds.admin_password
+        env["RAILRAFT_ADMIN_USER"] = creds.admin_user  # the name housekeeping gives the first admin
+        addrs = [n.address for n in cfg.nodes]
+
+        async def load() -> None:
+            _say("leader elected: loading the demo data (skipped if already there)")
+            try:
+                report = await trio_asyncio.aio_as_trio(demo_loader.load_demo)(addrs, creds, say=_say)
+            except Exception as e:  # noqa: BLE001 - report any failure and keep the cluster running
+                _say(f"demo data NOT loaded: {e}")
+                print(demo_loader.format_banner(creds, addrs, web_url=web_url, data_dir=data, cli=cli_prefix()),
+                      flush=True)
+                return
+            print(demo_loader.format_banner(creds, addrs, report=report, web_url=web_url, data_dir=data,
+                                            cli=cli_prefix()), flush=True)
+
+        on_leader = load
+    sup = ClusterSupervisor(cfg, path, log_format=log_format, env=env, on_leader=on_leader)
 
     async def main() -> int:
         async with trio_asyncio.open_loop():

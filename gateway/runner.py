@@ -20,8 +20,12 @@ from actors.config import ClusterConfig
 from actors.node import Node, NodeSettings
 from actors.supervisor import ActorCrashInjector, EscalationError
 from store.db import Database
+from store.payments import SimulatedProvider
 
+from .booking_core import BookingCore
+from .booking_service import BookingService
 from .grpc_server import serve_grpc
+from .housekeeping import Housekeeper, HousekeepingSettings
 from .peer_client import PeerLink
 from .peer_service import RaftPeerService
 from .services import NodeService, TicketingService
@@ -72,6 +76,9 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             submitter = Submitter(node)
+            # One payment provider per node, shared by both client APIs and the leader's refund payouts.
+            provider = SimulatedProvider()
+            core = BookingCore(node, submitter, provider)
             services = [
                 RaftPeerService(
                     cluster_id=settings.cluster_id,
@@ -82,11 +89,15 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                     receive_snapshot=node.receive_snapshot,
                     snapshot_dir=settings.snapshot_dir,
                 ),
-                TicketingService(node, submitter),
+                TicketingService(node, submitter, core=core),
+                BookingService(node, submitter, core=core),
                 NodeService(node, submitter),
             ]
             bound = await nursery.start(serve_grpc, services, settings.host, settings.port)
             log.info("node %d serving on %s:%d (data in %s)", settings.id, settings.host, bound, settings.data_dir)
+            # Leader-only chores (hold expiry, refund payouts, the first admin): runs on every node for its
+            # whole life and acts only while this node leads, so it follows leadership around by itself.
+            await nursery.start(Housekeeper(node, provider, HousekeepingSettings.from_env()).run)
             task_status.started(node)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for sig in signals:

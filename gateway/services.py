@@ -41,6 +41,7 @@ from proto.gen.train_booking import (
 )
 from raft.types import ConfChange, ConfChangeType, RaftError, Role
 from store import auth, queries
+from store.payments import PaymentProvider
 from store.commands import (
     CreateSession,
     RegisterUser,
@@ -51,8 +52,10 @@ from store.commands import (
     encode_result,
 )
 
+from .booking_core import LINEARIZABLE, BookingCore
 from .rpc import LeaderHintMixin, trio_call
 from .submit import Submitter
+from .ticketing_compat import TicketingCompatMixin
 
 SESSION_TTL_MS = 24 * 3600 * 1000
 CATCH_UP_TIMEOUT_S = 60.0
@@ -68,13 +71,15 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-class TicketingService(LeaderHintMixin, TicketingBase):
-    """`train_booking.Ticketing`: Register, Login, Logout (more RPCs arrive with the booking service)."""
+class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
+    """`train_booking.Ticketing`: Register, Login, Logout here; the booking RPCs come from
+    gateway.ticketing_compat.TicketingCompatMixin."""
 
-    def __init__(self, node: Node, submitter: Submitter) -> None:
+    def __init__(self, node: Node, submitter: Submitter, provider: PaymentProvider | None = None,
+                 core: BookingCore | None = None) -> None:
         self.node = node
         self.submit = submitter
-        self.client_id = f"ticketing@node{node.id}"
+        self.core = core if core is not None else BookingCore(node, submitter, provider)
 
     async def register(self, register_request: RegisterRequest) -> StatusResponse:
         try:
@@ -83,18 +88,24 @@ class TicketingService(LeaderHintMixin, TicketingBase):
         except ValueError as e:
             return StatusResponse(success=False, message=str(e))
         pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, register_request.password)
+        # Client ids of the exactly-once table must be the same on every node (a retry after a failover lands
+        # elsewhere), so they name the caller, never this node: see gateway.booking_core.
         cmd = RegisterUser(
-            request_id=register_request.request_id[:64] or new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
-            username=username, password_hash=pw_hash, role="CUSTOMER",
+            request_id=register_request.request_id[:64] or new_request_id(),
+            client_id=f"register:{username.casefold()}", ts_ms=now_ms(), username=username, password_hash=pw_hash,
+            role="CUSTOMER",
         )
         res = await self.submit.submit(encode_command(cmd))
+        if res.ok and not await self.core.registered_here(int(res.data["user_id"]), pw_hash, register_request.password):
+            # Someone else's (username, request id): their first result is not ours to claim.
+            return StatusResponse(success=False, message=f"username {username!r} is already taken")
         if res.ok:
             return StatusResponse(success=True, message=f"Welcome, {username}! Your account is ready; please log in.")
         return StatusResponse(success=False, message=res.message)
 
     async def login(self, login_request: LoginRequest) -> LoginResponse:
         username = login_request.username.strip()
-        user = await self.submit.read(queries.user_by_name, username)
+        user = await self.core.read(LINEARIZABLE, queries.user_by_name, username)
         # One message for both cases: don't tell a stranger which usernames exist.
         bad = LoginResponse(success=False, message="wrong username or password")
         if user is None:
@@ -107,7 +118,7 @@ class TicketingService(LeaderHintMixin, TicketingBase):
         token, token_sha = auth.new_session_token()
         ts = now_ms()
         cmd = CreateSession(
-            request_id=new_request_id(), client_id=self.client_id, ts_ms=ts,
+            request_id=new_request_id(), client_id=f"user:{user.id}", ts_ms=ts,
             user_id=int(user.id), token_sha256=token_sha, expires_at_ms=ts + SESSION_TTL_MS,
         )
         res = await self.submit.submit(encode_command(cmd))
@@ -118,9 +129,10 @@ class TicketingService(LeaderHintMixin, TicketingBase):
     async def logout(self, logout_request: LogoutRequest) -> StatusResponse:
         if not logout_request.token:
             return StatusResponse(success=False, message="no session token given")
+        digest = auth.token_hash(logout_request.token)
         cmd = RevokeSession(
-            request_id=logout_request.request_id[:64] or new_request_id(), client_id=self.client_id, ts_ms=now_ms(),
-            token_sha256=auth.token_hash(logout_request.token),
+            request_id=logout_request.request_id[:64] or new_request_id(), client_id=f"session:{digest[:32]}",
+            ts_ms=now_ms(), token_sha256=digest,
         )
         res = await self.submit.submit(encode_command(cmd))
         if res.ok:

@@ -81,6 +81,21 @@ def session(conn: sqlite3.Connection, token_sha256: str) -> SessionInfo | None:
     return SessionInfo(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
+def admin_exists(conn: sqlite3.Connection) -> bool:
+    """True once any user has the ADMIN role (the leader bootstraps the first one from the environment)."""
+    return conn.execute("SELECT 1 FROM users WHERE role = 'ADMIN' LIMIT 1").fetchone() is not None
+
+
+def request_result(conn: sqlite3.Connection, client_id: str, request_id: str) -> bytes | None:
+    """The stored first result (store.commands.encode_result bytes) of request (client_id, request_id), if
+    it was applied within the dedup window -- so a proposer can answer a retry before doing side effects
+    again (e.g. charging a card)."""
+    row = conn.execute(
+        "SELECT result FROM client_requests WHERE client_id = ? AND request_id = ?", (client_id, request_id)
+    ).fetchone()
+    return bytes(row[0]) if row else None
+
+
 def members(conn: sqlite3.Connection) -> list[Member]:
     """The replicated address book, ordered by node id."""
     return [Member(*row) for row in conn.execute("SELECT node_id, host, port FROM members ORDER BY node_id")]

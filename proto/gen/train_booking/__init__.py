@@ -127,6 +127,10 @@ class AddTrainRequest(betterproto.Message):
     source_city_id: int = betterproto.int32_field(4)
     destination_city_id: int = betterproto.int32_field(5)
     train_type: str = betterproto.string_field(6)
+    request_id: str = betterproto.string_field(7)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -145,6 +149,10 @@ class AddTrainServiceRequest(betterproto.Message):
 
     datetime_of_arrival: str = betterproto.string_field(4)
     seat_info: List["SeatInfo"] = betterproto.message_field(5)
+    request_id: str = betterproto.string_field(6)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -173,6 +181,10 @@ class InitiateBookingRequest(betterproto.Message):
     customer_token: str = betterproto.string_field(1)
     service_id: str = betterproto.string_field(2)
     number_of_seats: int = betterproto.int32_field(3)
+    request_id: str = betterproto.string_field(4)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -188,6 +200,10 @@ class ProcessPaymentRequest(betterproto.Message):
     customer_token: str = betterproto.string_field(1)
     booking_id: str = betterproto.string_field(2)
     payment_mode: str = betterproto.string_field(3)
+    request_id: str = betterproto.string_field(4)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -217,6 +233,10 @@ class BookingList(betterproto.Message):
 class CancelBookingRequest(betterproto.Message):
     customer_token: str = betterproto.string_field(1)
     booking_id: str = betterproto.string_field(2)
+    request_id: str = betterproto.string_field(3)
+    """
+    Added by railraft: optional; a retry with the same id returns the first call's result (exactly-once).
+    """
 
 
 class TicketingStub(betterproto.ServiceStub):

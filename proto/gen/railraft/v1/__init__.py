@@ -136,6 +136,10 @@ class Coach(betterproto.Message):
     label: str = betterproto.string_field(1)
     seat_class: "SeatClass" = betterproto.enum_field(2)
     seats: int = betterproto.uint32_field(3)
+    free_seats: int = betterproto.uint32_field(4)
+    """
+    in SeatMap: seats of this coach free on the asked segment (0 elsewhere)
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -261,6 +265,11 @@ class HoldRequest(betterproto.Message):
     if not enough seats: join the waitlist instead of failing with "sold out"
     """
 
+    hold_seconds: int = betterproto.uint32_field(10)
+    """
+    how long the hold lasts unpaid, 60..1800 seconds; 0 = the default (600)
+    """
+
 
 @dataclass(eq=False, repr=False)
 class Passenger(betterproto.Message):
@@ -279,6 +288,13 @@ class Refund(betterproto.Message):
     amount_paise: int = betterproto.int64_field(1)
     at_ms: int = betterproto.int64_field(2)
     reason: str = betterproto.string_field(3)
+    percent: int = betterproto.uint32_field(4)
+    """
+    share of the cancelled fare refunded (the rule in RefundQuoteResponse.rule)
+    """
+
+    settled_ms: int = betterproto.int64_field(5)
+    """when the payment provider paid it out; 0 = not yet"""
 
 
 @dataclass(eq=False, repr=False)
@@ -316,6 +332,8 @@ class BookingInfo(betterproto.Message):
     a human sentence about the last change (e.g. "promoted from the waitlist")
     """
 
+    refunded_paise: int = betterproto.int64_field(21)
+
 
 @dataclass(eq=False, repr=False)
 class PayRequest(betterproto.Message):
@@ -328,6 +346,10 @@ class PayRequest(betterproto.Message):
     """
 
     amount_paise: int = betterproto.int64_field(5)
+    """
+    the amount the client means to pay (the hold's amount_paise); 0 = whatever is due.  If the amount due
+     differs, nothing is charged and the call fails with FAILED_PRECONDITION.
+    """
 
 
 @dataclass(eq=False, repr=False)

@@ -1,0 +1,314 @@
+"""What both client APIs (railraft.v1.Booking and the old train_booking.Ticketing) need from a node to serve
+the booking domain: sessions, reads at a chosen consistency, proposing commands, the payment flow.
+
+Both services are thin: they turn a request into a store command (stamped here with the time, a fresh PNR
+candidate, the caller's session hash), run `store.rules.precheck` so bad input never reaches the log, propose
+it through `Submitter` (exactly-once, from any node) and turn the `Result` back into a reply.  This module is
+the part they share, so the two APIs cannot drift apart in meaning.
+
+Exactly-once keys.  The state machine deduplicates on (client_id, request_id).  The client id must be the
+same on every node -- a retry after a failover lands on another node -- and must separate callers, so one
+user cannot collide with (or read) another's results: authenticated writes use ``user:<id>`` (from the
+server's session lookup, never from the client), Register uses ``register:<username>``, Logout
+``session:<token hash prefix>``.  Leader-internal commands (ExpireHolds, SettleRefunds) use no request id.
+
+Sessions.  A write looks the session up in this node's database first and only falls back to a linearizable
+read when it is missing (a session created a moment ago on another node); the apply re-checks the session at
+the command's own timestamp, so a revocation racing with the write still wins.  A read checks the session
+in the same view as the data it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from grpclib import GRPCError
+from grpclib.const import Status
+
+from actors.node import Node
+from store import auth, queries, rules
+from store import booking_queries as bq
+from store.commands import (
+    CommandBase,
+    CommandDecodeError,
+    ConfirmPayment,
+    Result,
+    decode_result,
+    encode_command,
+)
+from store.payments import PaymentProvider, SimulatedProvider
+
+from .rpc import trio_call
+from .submit import Submitter
+
+# Result codes (store.commands) -> gRPC statuses.  The names match on purpose.
+STATUS_OF_CODE: dict[str, Status] = {
+    "INVALID_ARGUMENT": Status.INVALID_ARGUMENT,
+    "ALREADY_EXISTS": Status.ALREADY_EXISTS,
+    "NOT_FOUND": Status.NOT_FOUND,
+    "UNAUTHENTICATED": Status.UNAUTHENTICATED,
+    "PERMISSION_DENIED": Status.PERMISSION_DENIED,
+    "FAILED_PRECONDITION": Status.FAILED_PRECONDITION,
+    "INTERNAL": Status.INTERNAL,
+}
+
+# Read consistency levels (the numbers of railraft.v1.Consistency).
+LINEARIZABLE = 0
+LEASE = 1
+STALE = 2
+
+READ_TIMEOUT_S = 5.0
+# A read barrier sent while this node knows no leader is dropped by the Raft core, so one long wait could
+# sit out a whole election that has long finished: wait in short attempts and ask again.
+READ_ATTEMPT_S = 1.0
+REQUEST_ID_MAX = 64
+TOKEN_MAX = 512
+SESSION_TTL_MS = 24 * 3600 * 1000
+CARD_DIGITS = 16
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, stamped into commands by the proposing node."""
+    return int(time.time() * 1000)
+
+
+def new_request_id() -> str:
+    """A fresh request id for a call whose client sent none (no retry can then be recognised)."""
+    return uuid.uuid4().hex
+
+
+def grpc_error(code: str | Status, message: str) -> GRPCError:
+    """A GRPCError for a store result code (or a Status) with a human message."""
+    status = code if isinstance(code, Status) else STATUS_OF_CODE.get(code, Status.UNKNOWN)
+    return GRPCError(status, message)
+
+
+def invalid(message: str) -> GRPCError:
+    """INVALID_ARGUMENT: bad input, rejected before anything was proposed."""
+    return GRPCError(Status.INVALID_ARGUMENT, message)
+
+
+def raise_for(result: Result) -> Result:
+    """Return `result` if it is OK, else raise the matching GRPCError with its message."""
+    if not result.ok:
+        raise grpc_error(result.code, result.message or result.code.replace("_", " ").lower())
+    return result
+
+
+def check_request_id(request_id: str) -> str:
+    """The client's request id (validated), or a fresh one if it sent none."""
+    if not request_id:
+        return new_request_id()
+    if len(request_id) > REQUEST_ID_MAX or not request_id.isprintable():
+        raise invalid(f"request_id must be at most {REQUEST_ID_MAX} printable characters")
+    return request_id
+
+
+def check_text(value: str, what: str, max_len: int) -> str:
+    """A free-text argument of a read (prefix, passenger name): bounded and printable."""
+    if len(value) > max_len or not value.isprintable():
+        raise invalid(f"{what} must be at most {max_len} printable characters")
+    return value
+
+
+def station_code(value: str, what: str = "station") -> str:
+    """A station code as a user may type it ('ndls ') -> 'NDLS'; INVALID_ARGUMENT if malformed."""
+    code = value.strip().upper()
+    try:
+        return rules.validate_station_code(code)
+    except ValueError:
+        raise invalid(f"{what} must be a station code like NDLS (got {value[:20]!r})") from None
+
+
+def pnr_of(value: str) -> str:
+    """A PNR as typed ('k7m2-9xq4 ab') -> normalized; INVALID_ARGUMENT if it cannot be one."""
+    if len(value) > 40:
+        raise invalid("a PNR is 10 characters")
+    try:
+        return rules.validate_pnr(rules.normalize_pnr(value))
+    except ValueError as e:
+        raise invalid(str(e)) from None
+
+
+def precheck(cmd: CommandBase) -> bytes:
+    """Run the store's input rules on `cmd` and encode it; INVALID_ARGUMENT (nothing proposed) if they fail."""
+    try:
+        rules.precheck(cmd)
+        return encode_command(cmd)
+    except (ValueError, CommandDecodeError) as e:  # CommandDecodeError: e.g. a NUL character in a string
+        raise invalid(str(e)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller, as the server's session table says (never as the client claims)."""
+
+    user_id: int
+    username: str
+    role: str
+    token_sha256: str
+    expires_at_ms: int
+
+    @property
+    def client_id(self) -> str:
+        """The exactly-once key space of this user (the same on every node)."""
+        return f"user:{self.user_id}"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == rules.ROLE_ADMIN
+
+
+class BookingCore:
+    """Per-node helpers shared by the Booking and the Ticketing services (all asyncio coroutines)."""
+
+    def __init__(self, node: Node, submitter: Submitter, provider: PaymentProvider | None = None) -> None:
+        self.node = node
+        self.submitter = submitter
+        self.provider: PaymentProvider = provider if provider is not None else SimulatedProvider()
+
+    # ---------------------------------------------------------------------------------------- reads
+    async def barrier(self, consistency: int = LINEARIZABLE) -> None:
+        """Make this node's database at least as fresh as `consistency` asks (STALE: nothing to do)."""
+        if consistency == STALE:
+            return
+        lease = consistency == LEASE
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_TIMEOUT_S
+        attempt = READ_ATTEMPT_S
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("no leader confirmed the read in time")
+            try:
+                await trio_call(self.node.read_barrier, lease, min(attempt, remaining))
+                return
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise
+                attempt = min(attempt * 2, 4.0)
+
+    async def local(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(conn, *args)` on this node's database as it is now."""
+        return await trio_call(self.node.db.read, fn, *args)
+
+    async def read(self, consistency: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(conn, *args)` at `consistency`.  A NotFound from a LEASE or STALE read is confirmed with a
+        linearizable one before it is believed (a lagging replica must not deny what exists)."""
+        await self.barrier(consistency)
+        try:
+            return await self.local(fn, *args)
+        except bq.NotFound:
+            if consistency == LINEARIZABLE:
+                raise
+        await self.barrier(LINEARIZABLE)
+        return await self.local(fn, *args)
+
+    # ------------------------------------------------------------------------------------- sessions
+    async def session(self, token: str, consistency: int = STALE, *, admin: bool = False) -> Caller:
+        """The caller behind `token`, looked up at `consistency` (a miss is confirmed linearizably).
+
+        UNAUTHENTICATED for no, unknown, expired or revoked tokens; PERMISSION_DENIED if `admin` and the
+        user is not an administrator.  Pass the consistency of the read that follows, so the session is
+        checked in the same view as the data.
+        """
+        if not token:
+            raise GRPCError(Status.UNAUTHENTICATED, "please log in first (no session token given)")
+        if len(token) > TOKEN_MAX:
+            raise GRPCError(Status.UNAUTHENTICATED, "not logged in (malformed session token)")
+        digest = auth.token_hash(token)
+        await self.barrier(consistency)
+        info = await self.local(queries.session, digest)
+        now = now_ms()
+        if (info is None or not info.is_live(now)) and consistency != LINEARIZABLE:
+            await self.barrier(LINEARIZABLE)
+            info = await self.local(queries.session, digest)
+        if info is None or not info.is_live(now):
+            raise GRPCError(Status.UNAUTHENTICATED,
+                            "not logged in (unknown, expired or revoked session); please log in")
+        if admin and info.role != rules.ROLE_ADMIN:
+            raise GRPCError(Status.PERMISSION_DENIED, "only an administrator may do this")
+        return Caller(info.user_id, info.username, info.role, digest, info.expires_at_ms)
+
+    # ---------------------------------------------------------------------------------------- writes
+    async def submit(self, cmd: CommandBase) -> Result:
+        """Precheck and propose `cmd` (from any node, exactly once); its apply result, OK or not."""
+        return await self.submitter.submit(precheck(cmd))
+
+    async def submit_ok(self, cmd: CommandBase) -> Result:
+        """`submit`, raising the matching GRPCError unless the apply succeeded."""
+        return raise_for(await self.submit(cmd))
+
+    async def registered_here(self, user_id: int, pw_hash: str, password: str) -> bool:
+        """After a RegisterUser result for `user_id`: was the account created with THIS request's password?
+
+        A Register retried with the same request id gets the first attempt's result back.  Its hash then
+        differs from `pw_hash` (fresh salt), so the password is checked against the stored one: someone who
+        reuses another person's (username, request id) must not be told the account is theirs -- or, in
+        railraft.v1.Register, be handed a session for it.
+        """
+        user = await self.read(LINEARIZABLE, queries.user_by_id, user_id)
+        if user is None:
+            return False
+        if user.password_hash == pw_hash:
+            return True  # our own command created it: no second hash needed
+        return await trio_call(trio.to_thread.run_sync, auth.verify_password, password, user.password_hash)
+
+    async def _provider(self, method: str, **kwargs: Any) -> Any:
+        # A real provider does network I/O: keep it off the event loop.
+        fn = functools.partial(getattr(self.provider, method), **kwargs)
+        return await trio_call(trio.to_thread.run_sync, fn)
+
+    async def pay(self, caller: Caller, request_id: str, pnr: str, card_number: str, *,
+                  expected_amount_paise: int = 0, description: str = "") -> Result:
+        """Charge the amount due on booking `pnr` and confirm it, exactly once per (caller, request_id).
+
+        The flow of store.payments: a retry whose first attempt was applied gets that first result without
+        touching the card again; otherwise quote (no card is charged for an expired, cancelled or paid
+        booking), charge with the idempotency key "<client_id>:<request_id>" (so a retry that does reach the
+        provider again is the same charge), propose ConfirmPayment with the same request id, and void the
+        charge if the state machine refused it.  Returns the apply's Result (declines are FAILED_PRECONDITION).
+        """
+        card = card_number.replace(" ", "").replace("-", "")
+        if len(card) != CARD_DIGITS or not card.isdigit():
+            raise invalid(f"card number must be {CARD_DIGITS} digits")
+
+        def look(conn: Any, now: int) -> tuple[bytes | None, bq.PaymentQuote | None]:
+            # One view for both, so "already paid by THIS request" is told apart from "paid by another".
+            return (queries.request_result(conn, caller.client_id, request_id),
+                    bq.payment_quote(conn, pnr, caller.user_id, now))
+
+        await self.barrier(LINEARIZABLE)
+        prior, quote = await self.local(look, now_ms())
+        if prior is not None:
+            return decode_result(prior)
+        if quote is None:
+            raise GRPCError(Status.NOT_FOUND, f"no booking {pnr} among your bookings")
+        if not quote.payable:
+            raise GRPCError(Status.FAILED_PRECONDITION, quote.reason)
+        if expected_amount_paise and expected_amount_paise != quote.amount_paise:
+            raise GRPCError(Status.FAILED_PRECONDITION,
+                            f"the amount due on {pnr} is {quote.amount_paise} paise, not {expected_amount_paise};"
+                            " nothing was charged")
+        outcome = await self._provider(
+            "charge", idempotency_key=f"{caller.client_id}:{request_id}", amount_paise=quote.amount_paise,
+            card_number=card, description=description or f"PNR {pnr}",
+        )
+        cmd = ConfirmPayment(
+            request_id=request_id, client_id=caller.client_id, ts_ms=now_ms(), token_sha256=caller.token_sha256,
+            pnr=pnr, amount_paise=quote.amount_paise, provider_ref=outcome.provider_ref, approved=outcome.approved,
+            decline_reason=outcome.decline_reason[:200],
+        )
+        result = await self.submit(cmd)
+        if not result.ok and result.data.get("void_charge") and outcome.approved:
+            # The hold expired meanwhile, someone paid first, or the amount changed: give the money back.
+            await self._provider("refund", idempotency_key=f"void:{outcome.provider_ref}",
+                                 provider_ref=outcome.provider_ref, amount_paise=quote.amount_paise)
+        return result
