@@ -339,10 +339,15 @@ class Node:
         ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
         reply = Reply()
         self.reads[ctx] = reply
+        # The core drops a read request while no leader is known (or if the leader changes under it), so ask
+        # again every election timeout until answered; the leader ignores a context it is already confirming.
+        resend_s = max(0.1, self.s.election_ticks * self.s.tick_ms / 1000)
         try:
             with _deadline(timeout, "the read"):
-                await self.consensus_in.send(ReadBarrier(ctx, lease))
-                return await reply.wait()
+                while True:
+                    await self.consensus_in.send(ReadBarrier(ctx, lease))
+                    with trio.move_on_after(resend_s):
+                        return await reply.wait()
         finally:
             self.reads.pop(ctx, None)
 

@@ -219,6 +219,13 @@ async def remove_node(addrs: Sequence[str], node_id: int, timeout: float = CALL_
         return admin_to_dict(await rr.remove_node(node_id, timeout=timeout))
 
 
+async def create_admin(addrs: Sequence[str], username: str, password: str,
+                       timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """Create the first administrator account (refused once one exists)."""
+    async with _client(addrs, timeout) as rr:
+        return admin_to_dict(await rr.create_admin(username, password, timeout=timeout))
+
+
 async def transfer_leader(addrs: Sequence[str], to: int = 0, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """Move leadership to node `to` (0: the most up-to-date other voter)."""
     async with _client(addrs, timeout) as rr:

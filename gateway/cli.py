@@ -397,6 +397,24 @@ def _cmd_logout(args: argparse.Namespace) -> int:
     return 0 if res["success"] else 1
 
 
+@_client_errors
+def _cmd_admin_create(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from . import admin_client as ac
+
+    password = os.environ.get("RAILRAFT_ADMIN_PASSWORD") or ""
+    if not password:
+        if not sys.stdin.isatty():
+            print("railraft admin create: set RAILRAFT_ADMIN_PASSWORD or run it in a terminal", file=sys.stderr)
+            return 2
+        password = getpass.getpass(f"password for {args.username}: ")
+    res = _run_client(ac.create_admin(_addresses(args), args.username, password))
+    _print_json(res) if args.json else print(res["message"])
+    return 0 if res["ok"] else 1
+
+
 def dump_database(path: str | Path) -> str:
     """store.queries.canonical_dump of a database file, opened read-only (the node should be stopped)."""
     import sqlite3
@@ -565,6 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
     logout.add_argument("token")
     _add_target(logout)
     logout.set_defaults(func=_cmd_logout)
+
+    admin = sub.add_parser("admin", help="administrator accounts")
+    asub = admin.add_subparsers(dest="admin_command", metavar="ACTION")
+    acreate = asub.add_parser(
+        "create", help="create the first administrator (password from RAILRAFT_ADMIN_PASSWORD or a prompt)"
+    )
+    acreate.add_argument("--username", default="admin")
+    _add_target(acreate)
+    acreate.set_defaults(func=_cmd_admin_create)
 
     demo = sub.add_parser("demo", help="demo data")
     dsub = demo.add_subparsers(dest="demo_command", metavar="ACTION")

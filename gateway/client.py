@@ -63,6 +63,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from proto.gen.railraft.node.v1 import (
     AddNodeRequest,
+    CreateAdminRequest,
     AdminResponse,
     NodeStatus,
     RemoveNodeRequest,
@@ -796,6 +797,10 @@ class RailraftClient:
         res = await self._admin("RemoveNode", RemoveNodeRequest(id=node_id), timeout)
         self.leader = None  # removing the leader hands leadership over first
         return res
+
+    async def create_admin(self, username: str, password: str, *, timeout: float | None = None) -> AdminResponse:
+        """Create the first administrator (refused, `ok=False`, once one exists)."""
+        return await self._admin("CreateAdmin", CreateAdminRequest(username=username, password=password), timeout)
 
 
 def _hint(err: GRPCError, trailing: Any) -> str:

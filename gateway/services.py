@@ -20,6 +20,7 @@ from actors.node import Node, NotLeaderError
 from proto.gen.railraft.node.v1 import (
     AddNodeRequest,
     AdminResponse,
+    CreateAdminRequest,
     Member,
     NodeBase,
     NodeStatus,
@@ -43,6 +44,7 @@ from raft.types import ConfChange, ConfChangeType, RaftError, Role
 from store import auth, queries
 from store.payments import PaymentProvider
 from store.commands import (
+    BootstrapAdmin,
     CreateSession,
     RegisterUser,
     RemoveMember,
@@ -276,6 +278,24 @@ class NodeService(LeaderHintMixin, NodeBase):
         except RaftError as e:
             return AdminResponse(ok=False, message=str(e), leader_id=self.node.leader)
         return AdminResponse(ok=True, message=f"node {nid} removed", leader_id=self.node.leader)
+
+    async def create_admin(self, create_admin_request: CreateAdminRequest) -> AdminResponse:
+        """`railraft admin create`: the first administrator (the state machine refuses once one exists)."""
+        req = create_admin_request
+        try:
+            username = auth.validate_username(req.username)
+            auth.validate_password(req.password)
+        except ValueError as e:
+            return AdminResponse(ok=False, message=str(e), leader_id=self.node.leader)
+        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, req.password)
+        cmd = BootstrapAdmin(
+            request_id=new_request_id(), client_id=f"admin-create:{username.casefold()}", ts_ms=now_ms(),
+            username=username, password_hash=pw_hash,
+        )
+        res = await self.submitter.submit(encode_command(cmd))
+        if res.ok:
+            return AdminResponse(ok=True, message=f"administrator {username!r} created", leader_id=self.node.leader)
+        return AdminResponse(ok=False, message=res.message, leader_id=self.node.leader)
 
 
 __all__ = ["TicketingService", "NodeService", "Role"]

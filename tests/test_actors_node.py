@@ -258,3 +258,29 @@ async def test_add_and_remove_a_node(autojump_clock: trio.abc.Clock, tmp: Path) 
         await c.settle(live)
         assert len({await c.db[i].canonical_dump() for i in live}) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_read_started_before_a_leader_exists_completes_once_one_does(
+    autojump_clock: trio.abc.Clock, tmp: Path
+) -> None:
+    """A linearizable read asked while no leader is known is retried, not left to time out."""
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp)
+        node = await c.start(1)  # alone: no quorum, no leader
+        result: list[int] = []
+
+        async def read() -> None:
+            result.append(await node.read_barrier(timeout=30))
+
+        nursery.start_soon(read)
+        await trio.sleep(3)
+        assert not result
+        t0 = trio.current_time()
+        for i in (2, 3):
+            await c.start(i)
+        await c.leader()
+        with trio.fail_after(5):
+            while not result:
+                await trio.sleep(0.05)
+        assert trio.current_time() - t0 < 5
+        nursery.cancel_scope.cancel()

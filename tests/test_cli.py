@@ -323,3 +323,17 @@ def test_cluster_up_children_die_with_a_killed_supervisor(tmp_path):
         for pid in pids:
             if not pid_gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_admin_create_makes_the_first_administrator_only(cluster, monkeypatch):
+    """`railraft admin create` (no RAILRAFT_ADMIN_PASSWORD on the nodes): the first admin, then refusals."""
+    nodes = ",".join(cluster.addrs())
+    monkeypatch.setenv("RAILRAFT_ADMIN_PASSWORD", "boss-password-1")
+    r = cli("admin", "create", "--username", "boss", "--nodes", nodes, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
+    r = cli("login", "boss", "boss-password-1", "--nodes", cluster.address(3), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["role"] == "ADMIN", r.stdout
+    r = cli("admin", "create", "--username", "boss2", "--nodes", nodes, "--json")
+    assert r.returncode == 1 and not json.loads(r.stdout)["ok"], r.stdout
+    r = cli("login", "boss2", "boss-password-1", "--nodes", nodes, "--json")
+    assert r.returncode == 1, "a second administrator was not created"

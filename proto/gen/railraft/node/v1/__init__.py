@@ -113,6 +113,12 @@ class AdminResponse(betterproto.Message):
     leader_id: int = betterproto.uint64_field(3)
 
 
+@dataclass(eq=False, repr=False)
+class CreateAdminRequest(betterproto.Message):
+    username: str = betterproto.string_field(1)
+    password: str = betterproto.string_field(2)
+
+
 class NodeStub(betterproto.ServiceStub):
     async def status(
         self,
@@ -199,6 +205,23 @@ class NodeStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def create_admin(
+        self,
+        create_admin_request: "CreateAdminRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "AdminResponse":
+        return await self._unary_unary(
+            "/railraft.node.v1.Node/CreateAdmin",
+            create_admin_request,
+            AdminResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class NodeBase(ServiceBase):
 
@@ -218,6 +241,11 @@ class NodeBase(ServiceBase):
 
     async def remove_node(
         self, remove_node_request: "RemoveNodeRequest"
+    ) -> "AdminResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def create_admin(
+        self, create_admin_request: "CreateAdminRequest"
     ) -> "AdminResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -256,6 +284,13 @@ class NodeBase(ServiceBase):
         response = await self.remove_node(request)
         await stream.send_message(response)
 
+    async def __rpc_create_admin(
+        self, stream: "grpclib.server.Stream[CreateAdminRequest, AdminResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.create_admin(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/railraft.node.v1.Node/Status": grpclib.const.Handler(
@@ -286,6 +321,12 @@ class NodeBase(ServiceBase):
                 self.__rpc_remove_node,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 RemoveNodeRequest,
+                AdminResponse,
+            ),
+            "/railraft.node.v1.Node/CreateAdmin": grpclib.const.Handler(
+                self.__rpc_create_admin,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreateAdminRequest,
                 AdminResponse,
             ),
         }
