@@ -172,16 +172,6 @@ def _die_with_parent() -> None:
         sys.exit(0)  # the supervisor is already gone
 
 
-def _find(eg: BaseException, kind: type) -> BaseException | None:
-    if isinstance(eg, kind):
-        return eg
-    for sub in getattr(eg, "exceptions", ()):
-        found = _find(sub, kind)
-        if found is not None:
-            return found
-    return None
-
-
 def run_node_process(settings: Any, ctx: _NodeContext | None = None,
                      crash: list[tuple[str, float, int]] | None = None) -> int:
     """gateway.runner.run_node, plus what a process needs around it: the node in log records, the crash hook.
@@ -191,9 +181,9 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None,
     import trio
     import trio_asyncio
 
-    from actors.supervisor import ActorCrashInjector, EscalationError
+    from actors.supervisor import ActorCrashInjector
 
-    from .runner import run_node, serve_node
+    from .runner import run_node, run_to_exit_code, serve_node
 
     if ctx is None and crash is None:
         return run_node(settings)
@@ -219,19 +209,7 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None,
                 for actor, delay, times in crash or ():
                     nursery.start_soon(arm, actor, delay, times)
 
-    try:
-        trio.run(main)
-    except EscalationError as e:
-        log.critical("node %d: stopping: %s", settings.id, e)
-        return 3
-    except BaseExceptionGroup as eg:  # noqa: F821 - builtin on 3.11
-        esc = _find(eg, EscalationError)
-        if esc is not None:
-            log.critical("node %d: stopping: %s", settings.id, esc)
-            return 3
-        log.critical("node %d crashed", settings.id, exc_info=eg)
-        return 1
-    return 0
+    return run_to_exit_code(main, settings.id)
 
 
 def _cmd_node(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ escalates: the cause is logged and the process exits non-zero.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 import signal
 from pathlib import Path
 
@@ -121,17 +122,22 @@ def run_node(settings: NodeSettings) -> int:
         async with trio_asyncio.open_loop():
             await serve_node(settings)
 
+    return run_to_exit_code(main, settings.id)
+
+
+def run_to_exit_code(main: Callable[[], Awaitable[None]], node_id: int) -> int:
+    """trio.run(main) -> 0 on a clean stop, 3 when an actor escalated, 1 on any other crash (all logged)."""
     try:
         trio.run(main)
     except EscalationError as e:
-        log.critical("node %d: stopping: %s", settings.id, e)
+        log.critical("node %d: stopping: %s", node_id, e)
         return 3
     except BaseExceptionGroup as eg:  # noqa: F821 - builtin on 3.11
         esc = _find(eg, EscalationError)
         if esc is not None:
-            log.critical("node %d: stopping: %s", settings.id, esc)
+            log.critical("node %d: stopping: %s", node_id, esc)
             return 3
-        log.critical("node %d crashed", settings.id, exc_info=eg)
+        log.critical("node %d crashed", node_id, exc_info=eg)
         return 1
     return 0
 

@@ -337,3 +337,17 @@ def test_admin_create_makes_the_first_administrator_only(cluster, monkeypatch):
     assert r.returncode == 1 and not json.loads(r.stdout)["ok"], r.stdout
     r = cli("login", "boss2", "boss-password-1", "--nodes", nodes, "--json")
     assert r.returncode == 1, "a second administrator was not created"
+
+
+def test_node_exits_non_zero_with_the_cause_when_an_actor_keeps_crashing(tmp_path):
+    """Escalation: an actor that crashes more often than its restart budget stops the node (exit 3, cause logged)."""
+    port = free_ports(1)[0]
+    cfg = tmp_path / "cluster.toml"
+    cfg.write_text(f'cluster_id = "esc"\ndata_dir = "d"\n\n[[nodes]]\nid = 1\nhost = "127.0.0.1"\nport = {port}\n')
+    env = dict(os.environ, RAILRAFT_CRASH_ACTOR="election-timer:0.3:20")
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "gateway.cli", "node", "--id", "1", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=str(ROOT))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "election-timer" in r.stderr + r.stdout and "crashed" in r.stderr + r.stdout
+    assert port_is_free(port)
