@@ -740,9 +740,7 @@ class RaftCore:
 
     def _append_entries(self, ents: list[Entry]) -> None:
         self.log.append(ents)
-        self.need_bcast = True
-        if len(self.log.conf().voters) == 1 and self.id in self.log.conf().voters:
-            pass  # commits when the entries are durable (advance)
+        self.need_bcast = True  # sent lazily (_flush), so proposals arriving together share one append
         # Keep followers' progress objects in step with membership (append-time configuration).
         if any(e.type == EntryType.CONF for e in ents):
             self._sync_progress()
