@@ -20,7 +20,6 @@ in the same view as the data it reads.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 import uuid
@@ -39,7 +38,10 @@ from store.commands import (
     CommandBase,
     CommandDecodeError,
     ConfirmPayment,
+    CreateSession,
+    RegisterUser,
     Result,
+    RevokeSession,
     decode_result,
     encode_command,
 )
@@ -65,9 +67,6 @@ LEASE = 1
 STALE = 2
 
 READ_TIMEOUT_S = 5.0
-# A read barrier sent while this node knows no leader is dropped by the Raft core, so one long wait could
-# sit out a whole election that has long finished: wait in short attempts and ask again.
-READ_ATTEMPT_S = 1.0
 REQUEST_ID_MAX = 64
 TOKEN_MAX = 512
 SESSION_TTL_MS = 24 * 3600 * 1000
@@ -176,24 +175,12 @@ class BookingCore:
 
     # ---------------------------------------------------------------------------------------- reads
     async def barrier(self, consistency: int = LINEARIZABLE) -> None:
-        """Make this node's database at least as fresh as `consistency` asks (STALE: nothing to do)."""
+        """Make this node's database at least as fresh as `consistency` asks (STALE: nothing to do).
+
+        Node.read_barrier asks again by itself if its request was dropped for want of a leader."""
         if consistency == STALE:
             return
-        lease = consistency == LEASE
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + READ_TIMEOUT_S
-        attempt = READ_ATTEMPT_S
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError("no leader confirmed the read in time")
-            try:
-                await trio_call(self.node.read_barrier, lease, min(attempt, remaining))
-                return
-            except TimeoutError:
-                if loop.time() >= deadline:
-                    raise
-                attempt = min(attempt * 2, 4.0)
+        await trio_call(self.node.read_barrier, consistency == LEASE, READ_TIMEOUT_S)
 
     async def local(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)` on this node's database as it is now."""
@@ -245,6 +232,50 @@ class BookingCore:
     async def submit_ok(self, cmd: CommandBase) -> Result:
         """`submit`, raising the matching GRPCError unless the apply succeeded."""
         return raise_for(await self.submit(cmd))
+
+    # ------------------------------------------------------------------------------------- accounts
+    # Shared by railraft.v1.Booking and train_booking.Ticketing; each maps the outcome to its own replies.
+    async def register(self, username: str, password: str, request_id: str) -> Result:
+        """Create a customer account (username and password already validated).
+
+        Keyed by the case-folded name, so a retry on any node returns the first answer.  A result that
+        someone else's request produced (same name and request id) comes back as ALREADY_EXISTS.
+        """
+        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, password)
+        cmd = RegisterUser(request_id=request_id, client_id=f"register:{username.casefold()}", ts_ms=now_ms(),
+                           username=username, password_hash=pw_hash, role=rules.ROLE_CUSTOMER)
+        res = await self.submit(cmd)
+        if res.ok and not await self.registered_here(int(res.data["user_id"]), pw_hash, password):
+            return Result.error("ALREADY_EXISTS", f"username {username!r} is already taken")
+        return res
+
+    async def authenticate(self, username: str, password: str) -> queries.User | None:
+        """The account if the password is right, else None -- the same for an unknown name, so a stranger
+        does not learn which usernames exist."""
+        if not username or len(username) > rules.USERNAME_MAX or len(password) > rules.PASSWORD_MAX:
+            return None
+        user = await self.read(LINEARIZABLE, queries.user_by_name, username.strip())
+        if user is None:
+            return None
+        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, password, user.password_hash)
+        return user if ok else None
+
+    async def open_session(self, user_id: int) -> tuple[str, int, Result]:
+        """Mint a session token and replicate only its hash: (token, expires_at_ms, apply result).
+
+        No request id: the token is minted here, so a retried login just opens another session."""
+        token, digest = auth.new_session_token()
+        ts = now_ms()
+        cmd = CreateSession(request_id="", client_id=f"user:{user_id}", ts_ms=ts, user_id=user_id,
+                            token_sha256=digest, expires_at_ms=ts + SESSION_TTL_MS)
+        return token, ts + SESSION_TTL_MS, await self.submit(cmd)
+
+    async def revoke_session(self, token: str, request_id: str) -> Result:
+        """Log a session out (keyed by the session, so a retry anywhere returns the first answer)."""
+        digest = auth.token_hash(token)
+        cmd = RevokeSession(request_id=request_id, client_id=f"session:{digest[:32]}", ts_ms=now_ms(),
+                            token_sha256=digest)
+        return await self.submit(cmd)
 
     async def registered_here(self, user_id: int, pw_hash: str, password: str) -> bool:
         """After a RegisterUser result for `user_id`: was the account created with THIS request's password?

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import trio
 from grpclib import GRPCError
 from grpclib.const import Status
 
@@ -75,19 +74,16 @@ from proto.gen.railraft.v1 import (
     UserInfo,
     WhoAmIRequest,
 )
-from store import auth, civil, queries, rules
+from store import auth, civil, rules
 from store import booking_queries as bq
 from store.commands import (
     AddTrain,
     CancelBooking,
     CancelRun,
     CoachSpec,
-    CreateSession,
     CreateStation,
     HoldSeats,
     PassengerSpec,
-    RegisterUser,
-    RevokeSession,
     ScheduleRuns,
     StopSpec,
 )
@@ -95,7 +91,6 @@ from store.payments import PaymentProvider, new_pnr
 
 from .booking_core import (
     LINEARIZABLE,
-    SESSION_TTL_MS,
     STALE,
     BookingCore,
     Caller,
@@ -108,7 +103,7 @@ from .booking_core import (
     raise_for,
     station_code,
 )
-from .rpc import LeaderHintMixin, trio_call
+from .rpc import LeaderHintMixin
 from .submit import Submitter
 
 log = logging.getLogger("railraft.booking")
@@ -261,52 +256,27 @@ class BookingService(LeaderHintMixin, BookingBase):
             auth.validate_password(req.password)
         except ValueError as e:
             raise invalid(str(e)) from None
-        request_id = check_request_id(req.request_id)
-        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, req.password)
-        # Keyed by the (case-folded) name: a retry on any node returns the first answer, and two people
-        # who happen to pick the same request id for different names never collide.
-        cmd = RegisterUser(request_id=request_id, client_id=f"register:{username.casefold()}", ts_ms=now_ms(),
-                           username=username, password_hash=pw_hash, role=rules.ROLE_CUSTOMER)
-        res = raise_for(await self.core.submit(cmd))
-        user_id = int(res.data["user_id"])
-        if not await self.core.registered_here(user_id, pw_hash, req.password):
-            raise GRPCError(Status.ALREADY_EXISTS, f"username {username!r} is already taken")
-        return await self._open_session(user_id, username, rules.ROLE_CUSTOMER)
+        res = raise_for(await self.core.register(username, req.password, check_request_id(req.request_id)))
+        return await self._open_session(int(res.data["user_id"]), username, rules.ROLE_CUSTOMER)
 
     async def _open_session(self, user_id: int, username: str, role: str) -> Session:
-        # The token is minted here and only its hash is replicated; a retried login just opens another
-        # session, so no request id is used.
-        token, digest = auth.new_session_token()
-        ts = now_ms()
-        cmd = CreateSession(request_id="", client_id=f"user:{user_id}", ts_ms=ts, user_id=user_id,
-                            token_sha256=digest, expires_at_ms=ts + SESSION_TTL_MS)
-        res = raise_for(await self.core.submit(cmd))
+        token, expires_at_ms, res = await self.core.open_session(user_id)
+        raise_for(res)
         return Session(token=token, user=UserInfo(id=user_id, username=res.data.get("username", username),
                                                   role=res.data.get("role", role)),
-                       expires_at_ms=ts + SESSION_TTL_MS)
+                       expires_at_ms=expires_at_ms)
 
     async def login(self, login_request: LoginRequest) -> Session:
-        req = login_request
-        wrong = GRPCError(Status.UNAUTHENTICATED, "wrong username or password")
-        if not req.username or len(req.username) > rules.USERNAME_MAX or len(req.password) > rules.PASSWORD_MAX:
-            raise wrong
-        user = await self.core.read(LINEARIZABLE, queries.user_by_name, req.username.strip())
-        # One message for both cases: a stranger does not learn which usernames exist.
+        user = await self.core.authenticate(login_request.username, login_request.password)
         if user is None:
-            raise wrong
-        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, req.password, user.password_hash)
-        if not ok:
-            raise wrong
+            raise GRPCError(Status.UNAUTHENTICATED, "wrong username or password")
         return await self._open_session(user.id, user.username, user.role)
 
     async def logout(self, logout_request: LogoutRequest) -> Ack:
         req = logout_request
         if not req.token or len(req.token) > 512:
             raise GRPCError(Status.UNAUTHENTICATED, "not logged in (no session token given)")
-        digest = auth.token_hash(req.token)
-        cmd = RevokeSession(request_id=check_request_id(req.request_id), client_id=f"session:{digest[:32]}",
-                            ts_ms=now_ms(), token_sha256=digest)
-        res = await self.core.submit(cmd)
+        res = await self.core.revoke_session(req.token, check_request_id(req.request_id))
         if not res.ok:
             raise GRPCError(Status.UNAUTHENTICATED, "not logged in (unknown or already revoked session)")
         return Ack(ok=True, message="logged out")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,8 @@ from store import auth, queries, rules
 from store import booking_queries as bq
 from store.commands import BootstrapAdmin, ExpireHolds, RefundSettlement, SettleRefunds, encode_command
 from store.payments import PaymentProvider
+
+from .booking_core import now_ms
 
 log = logging.getLogger("railraft.housekeeping")
 
@@ -81,10 +82,6 @@ class HousekeepingSettings:
             admin_user=env.get("RAILRAFT_ADMIN_USER", "") or "admin",
             admin_password=env.get("RAILRAFT_ADMIN_PASSWORD", ""),
         )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Housekeeper:
@@ -143,7 +140,7 @@ class Housekeeper:
             self._admin_done = True
             return
         pw_hash = await trio.to_thread.run_sync(auth.hash_password, self.s.admin_password)
-        cmd = BootstrapAdmin(request_id=BOOTSTRAP_REQUEST_ID, client_id=BOOTSTRAP_CLIENT_ID, ts_ms=_now_ms(),
+        cmd = BootstrapAdmin(request_id=BOOTSTRAP_REQUEST_ID, client_id=BOOTSTRAP_CLIENT_ID, ts_ms=now_ms(),
                              username=self.s.admin_user, password_hash=pw_hash)
         res = await self._propose(cmd)
         if res.ok:
@@ -154,7 +151,7 @@ class Housekeeper:
 
     async def _expire_holds(self) -> None:
         for _ in range(EXPIRE_ROUNDS_MAX):
-            now = _now_ms() + self.s.expiry_lookahead_ms
+            now = now_ms() + self.s.expiry_lookahead_ms
             due = await self.node.db.read(bq.next_hold_expiry)
             if due is None or due > now:
                 return
@@ -183,6 +180,6 @@ class Housekeeper:
                 log.warning("node %d: refund %d of PNR %s not paid out: %s", self.node.id, r.refund_id, r.pnr,
                             out.message)
         if settlements:
-            res = await self._propose(SettleRefunds(request_id="", client_id=self.client_id, ts_ms=_now_ms(),
+            res = await self._propose(SettleRefunds(request_id="", client_id=self.client_id, ts_ms=now_ms(),
                                                     settlements=tuple(settlements)))
             log.info("node %d: %s", self.node.id, res.message)

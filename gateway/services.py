@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-import uuid
 from typing import Any
 
 import trio
@@ -41,36 +39,22 @@ from proto.gen.train_booking import (
     TicketingBase,
 )
 from raft.types import ConfChange, ConfChangeType, RaftError, Role
-from store import auth, queries
+from store import auth
 from store.payments import PaymentProvider
 from store.commands import (
     BootstrapAdmin,
-    CreateSession,
-    RegisterUser,
     RemoveMember,
-    RevokeSession,
     SetMember,
     encode_command,
     encode_result,
 )
 
-from .booking_core import LINEARIZABLE, BookingCore
+from .booking_core import BookingCore, new_request_id, now_ms
 from .rpc import LeaderHintMixin, trio_call
 from .submit import Submitter
 from .ticketing_compat import TicketingCompatMixin
 
-SESSION_TTL_MS = 24 * 3600 * 1000
 CATCH_UP_TIMEOUT_S = 60.0
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, stamped into commands by the proposing node."""
-    return int(time.time() * 1000)
-
-
-def new_request_id() -> str:
-    """A fresh request id for a call whose client sent none (the original API has no such field)."""
-    return uuid.uuid4().hex
 
 
 class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
@@ -89,41 +73,18 @@ class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
             auth.validate_password(register_request.password)
         except ValueError as e:
             return StatusResponse(success=False, message=str(e))
-        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, register_request.password)
-        # Client ids of the exactly-once table must be the same on every node (a retry after a failover lands
-        # elsewhere), so they name the caller, never this node: see gateway.booking_core.
-        cmd = RegisterUser(
-            request_id=register_request.request_id[:64] or new_request_id(),
-            client_id=f"register:{username.casefold()}", ts_ms=now_ms(), username=username, password_hash=pw_hash,
-            role="CUSTOMER",
-        )
-        res = await self.submit.submit(encode_command(cmd))
-        if res.ok and not await self.core.registered_here(int(res.data["user_id"]), pw_hash, register_request.password):
-            # Someone else's (username, request id): their first result is not ours to claim.
-            return StatusResponse(success=False, message=f"username {username!r} is already taken")
+        res = await self.core.register(username, register_request.password,
+                                       register_request.request_id[:64] or new_request_id())
         if res.ok:
             return StatusResponse(success=True, message=f"Welcome, {username}! Your account is ready; please log in.")
         return StatusResponse(success=False, message=res.message)
 
     async def login(self, login_request: LoginRequest) -> LoginResponse:
-        username = login_request.username.strip()
-        user = await self.core.read(LINEARIZABLE, queries.user_by_name, username)
-        # One message for both cases: don't tell a stranger which usernames exist.
-        bad = LoginResponse(success=False, message="wrong username or password")
+        # LoginRequest.request_id is deliberately not used: see BookingCore.open_session.
+        user = await self.core.authenticate(login_request.username, login_request.password)
         if user is None:
-            return bad
-        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, login_request.password, user.password_hash)
-        if not ok:
-            return bad
-        # LoginRequest.request_id is deliberately not used: the token is minted here, so a retried login just
-        # opens another session (returning the first call's result would hand back a token we never stored).
-        token, token_sha = auth.new_session_token()
-        ts = now_ms()
-        cmd = CreateSession(
-            request_id=new_request_id(), client_id=f"user:{user.id}", ts_ms=ts,
-            user_id=int(user.id), token_sha256=token_sha, expires_at_ms=ts + SESSION_TTL_MS,
-        )
-        res = await self.submit.submit(encode_command(cmd))
+            return LoginResponse(success=False, message="wrong username or password")
+        token, _expires, res = await self.core.open_session(user.id)
         if not res.ok:
             return LoginResponse(success=False, message=res.message)
         return LoginResponse(success=True, message=f"Logged in as {user.username}", token=token, role=user.role)
@@ -131,12 +92,7 @@ class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
     async def logout(self, logout_request: LogoutRequest) -> StatusResponse:
         if not logout_request.token:
             return StatusResponse(success=False, message="no session token given")
-        digest = auth.token_hash(logout_request.token)
-        cmd = RevokeSession(
-            request_id=logout_request.request_id[:64] or new_request_id(), client_id=f"session:{digest[:32]}",
-            ts_ms=now_ms(), token_sha256=digest,
-        )
-        res = await self.submit.submit(encode_command(cmd))
+        res = await self.core.revoke_session(logout_request.token, logout_request.request_id[:64] or new_request_id())
         if res.ok:
             return StatusResponse(success=True, message="Logged out")
         return StatusResponse(success=False, message=res.message or "not logged in")

@@ -2,15 +2,12 @@
 
 `Submitter.submit(command)` retries across leader changes until its deadline, always with the same encoded
 command, so the state machine's exactly-once table turns a retried write into the first one's result.
-`Submitter.read(fn, *args)` is a linearizable read: a ReadIndex barrier, then the query on this node.
-Both are asyncio coroutines (they run inside grpclib handlers).
+It is an asyncio coroutine (it runs inside grpclib handlers).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 from grpclib import GRPCError
 from grpclib.client import Channel
@@ -24,7 +21,6 @@ from store.commands import Result, decode_result
 from .rpc import parse_leader_hint, trio_call
 
 WRITE_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 5.0
 
 
 class Submitter:
@@ -78,11 +74,6 @@ class Submitter:
                 pass  # leadership moved under the proposal; retrying with the same request id is safe
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.3)
-
-    async def read(self, fn: Callable[..., Any], *args: Any, timeout: float = READ_TIMEOUT_S) -> Any:
-        """Linearizable read: wait for a ReadIndex barrier on this node, then run `fn(conn, *args)`."""
-        await trio_call(self.node.read_barrier, False, timeout)
-        return await trio_call(self.node.db.read, fn, *args)
 
     def close(self) -> None:
         """Close channels to other nodes."""
