@@ -171,8 +171,6 @@ class Node:
         self.core: RaftCore
         self.role = Role.FOLLOWER
         self.leader = NONE
-        self.term = 0
-        self.leader_changes = 0
         self.waiters: dict[int, _Waiter] = {}
         self.reads: dict[bytes, Reply] = {}
         self.read_queue: list[tuple[int, bytes]] = []
@@ -181,16 +179,13 @@ class Node:
         self.peer_out: dict[int, trio.MemorySendChannel] = {}
         self.peer_scopes: dict[int, trio.CancelScope] = {}
         self.dropped_messages = 0
-        self.leadership_listeners: list[Callable[[int, int, int], None]] = []
         # Inboxes live as long as the node, so a restarted actor resumes on the same one.
         self.consensus_in, self._consensus_rx = trio.open_memory_channel[Any](INBOX_SIZE)
         self.writer_in, self._writer_rx = trio.open_memory_channel[Any](1)
         self.applier_in, self._applier_rx = trio.open_memory_channel[Any](64)
-        self._ready_outstanding = False
         self._pending_apply: list[ApplyEntries] = []
         self._pending_writer: list[CompactLog] = []
         self._conf_index = -1
-        self._nursery: trio.Nursery | None = None
         self._peer_nursery: trio.Nursery | None = None
 
     # ================= lifecycle =================
@@ -240,7 +235,6 @@ class Node:
             entries,
             applied=applied,
         )
-        self.term = self.core.term
 
     def _latest_snapshot_file(self) -> tuple[int, Path] | None:
         best: tuple[int, Path] | None = None
@@ -261,7 +255,6 @@ class Node:
         policy = self.s.restart_policy
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 await nursery.start(supervise, ActorSpec("db-writer+applier", self._applier, policy))
                 await nursery.start(supervise, ActorSpec("log-writer", self._log_writer, policy))
                 await nursery.start(supervise, ActorSpec("consensus", self._consensus, policy))
@@ -305,6 +298,11 @@ class Node:
         """host:port of the leader as far as we know ("" if unknown)."""
         addr = self.addresses.get(self.leader)
         return f"{addr[0]}:{addr[1]}" if addr and self.leader != NONE else ""
+
+    @property
+    def term(self) -> int:
+        """The current term (0 before the node has started)."""
+        return self.core.term if hasattr(self, "core") else 0
 
     def is_leader(self) -> bool:
         """Does this node lead right now (as far as it knows)?"""
@@ -476,7 +474,6 @@ class Node:
         elif isinstance(item, TransferLeadership):
             core.transfer_leadership(item.target)
         elif isinstance(item, Persisted):
-            self._ready_outstanding = False
             rd = item.ready
             self._route(rd.persist_messages)
             if rd.committed_entries or rd.read_states:
@@ -505,25 +502,19 @@ class Node:
         for job in self._pending_writer:
             await self.writer_in.send(job)
         self._pending_writer.clear()
-        if not self._ready_outstanding and core.has_ready():
+        if core.has_ready():  # False while a Ready is still being persisted
             rd = core.ready()
             if rd.soft_state is not None:
                 self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
             self._route(rd.messages)
-            self._ready_outstanding = True
             await self.writer_in.send(PersistReady(rd))
         for job in self._pending_apply:
             await self.applier_in.send(job)
         self._pending_apply.clear()
-        if self.term != core.term:
-            self.term = core.term
 
     def _on_soft_state(self, leader: int, role: Role) -> None:
         if leader != self.leader:
-            self.leader_changes += 1
             log.info("node %d: term %d leader is now %s", self.id, self.core.term, leader or "unknown")
-            for fn in self.leadership_listeners:
-                fn(self.core.term, leader, self.id)
         was_leader = self.role == Role.LEADER
         self.leader, self.role = leader, role
         if was_leader and role != Role.LEADER:

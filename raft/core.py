@@ -657,7 +657,6 @@ class RaftCore:
                         pr.next = nxt
                     self._send_append(m.frm)
                 return
-            was_paused = pr.is_paused()
             if pr.maybe_update(m.index):
                 if pr.state == ProgressState.PROBE:
                     pr.become_replicate()
@@ -670,8 +669,7 @@ class RaftCore:
                     self.need_bcast = True
                     if self.role != Role.LEADER:
                         return  # the commit removed us from the cluster
-                elif was_paused or pr.state == ProgressState.REPLICATE:
-                    self._send_append(m.frm, send_if_empty=False)
+                # Refill the pipeline (only REPLICATE may have more than one append in flight).
                 while pr.state == ProgressState.REPLICATE and self._send_append(m.frm, send_if_empty=False):
                     pass
                 if m.frm == self.lead_transferee and pr.match == self.log.last_index():
@@ -876,14 +874,11 @@ class RaftCore:
 
     # ----- sending -----
     def _send(self, m: Message) -> None:
-        if m.term == 0 and m.type not in (MsgType.PROP, MsgType.READ_INDEX, MsgType.TRANSFER_LEADER):
+        # Forwarded requests keep term 0 (the leader treats them as local); everything else carries our term.
+        stamp_term = m.term == 0 and m.type not in (MsgType.PROP, MsgType.READ_INDEX, MsgType.TRANSFER_LEADER)
+        if stamp_term or m.frm == NONE:
             m = Message(
-                m.type, m.to, self.id, self.term, m.log_term, m.index, m.entries, m.commit, m.reject,
-                m.reject_hint, m.snapshot, m.context,
-            )
-        elif m.frm == NONE:
-            m = Message(
-                m.type, m.to, self.id, m.term, m.log_term, m.index, m.entries, m.commit, m.reject,
-                m.reject_hint, m.snapshot, m.context,
+                m.type, m.to, self.id, self.term if stamp_term else m.term, m.log_term, m.index, m.entries,
+                m.commit, m.reject, m.reject_hint, m.snapshot, m.context,
             )
         self.msgs.append(m)
