@@ -20,7 +20,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import date as date_cls, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,16 @@ BERTHS = ["", "LOWER", "MIDDLE", "UPPER", "SIDE LOWER", "SIDE UPPER", "WINDOW", 
 
 
 # ============================================================================================ helpers
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """What page modules (web/staff.py, web/dashboard.py) share with the passenger pages in create_app."""
+
+    call: Callable[..., Awaitable[Any]]  # await call("method", *args, **kwargs): the client, via trio-asyncio
+    token: Callable[[], str]  # the logged-in user's railraft token ("" when logged out)
+    login_required: Callable[[Callable], Callable]  # view decorator: redirect to /login when logged out
+    error_page: Callable[[str, int], Awaitable[Any]]  # render error.html with a sentence and a status
 
 
 def humanize_error(exc: BaseException) -> str:
@@ -594,4 +605,13 @@ def create_app(nodes: Sequence[str] | str, *, secret_key: str | None = None, cli
         await flash("You are logged out.", "info")
         return redirect(url_for("home"))
 
+    web = WebContext(call=rr, token=token, login_required=login_required, error_page=error_page)
+    app.extensions["railraft_web"] = web
+    for register_pages in _page_modules():
+        register_pages(app, web)
     return app
+
+
+def _page_modules() -> list[Callable[[QuartTrio, WebContext], None]]:
+    """The `register(app, web)` functions of the page modules beside the passenger pages."""
+    return []
