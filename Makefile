@@ -13,7 +13,7 @@ JOBS  ?= 2
 export PIP_NO_INPUT := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test sim run proto
+.PHONY: setup test test-browser sim run proto
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 	$(MAKE) sim SEEDS=500
+
+# The browser tests alone: headless Debian Chromium (/usr/bin/chromium; `.ci/run` installs it) against a real
+# 3-node cluster and the web app.  Screenshots of every page land in test-artifacts/browser/.
+test-browser: setup
+	$(PY) -m pytest -q -m browser
 
 sim: setup
 	$(PY) -m tests.simulation.run --seeds $(SEEDS) --start $(START) --jobs $(JOBS)
