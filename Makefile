@@ -40,12 +40,15 @@ sim: setup
 # Demo mode: once a leader is elected the demo catalogue (stations, 12 trains, runs for 30 days) and a demo
 # customer are loaded through the API (skipped when already there), and the credentials are printed; they are
 # generated on the first run and kept in $(DATA)/credentials.txt (mode 0600), so a re-run prints the same ones.
+# The web app (passenger pages, staff pages, operator dashboard) runs beside the nodes on WEB_PORT; each node
+# serves Prometheus metrics on its port + 1000.
 NODES ?= 3
 PORT  ?= 50051
 DATA  ?= data
+WEB_PORT ?= 8080
 
 run: setup
-	$(PY) -m gateway.cli cluster up --nodes $(NODES) --port $(PORT) --data-dir $(DATA) --demo
+	$(PY) -m gateway.cli cluster up --nodes $(NODES) --port $(PORT) --data-dir $(DATA) --demo --web-port $(WEB_PORT)
 
 proto: setup
 	$(PY) scripts/gen_proto.py --out proto/gen

@@ -11,7 +11,9 @@
     id = 1
     host = "127.0.0.1"
     port = 50051
-    # metrics_port = 9101        (optional)
+    metrics_port = 9101          # optional: serve Prometheus metrics at http://host:9101/metrics
+                                 # (`railraft node --metrics-port` overrides it; absent or 0 = off,
+                                 # except under `railraft cluster up`, which picks a port by default)
 
 The defaults give 3 nodes on 127.0.0.1 ports 50051-50053.
 """
@@ -34,6 +36,7 @@ class NodeAddress:
     id: int
     host: str
     port: int
+    metrics_port: int = 0  # 0: no metrics port configured
 
     @property
     def address(self) -> str:
@@ -87,6 +90,8 @@ class ClusterConfig:
         ]
         for n in self.nodes:
             lines += ["", "[[nodes]]", f"id = {n.id}", f'host = "{n.host}"', f"port = {n.port}"]
+            if n.metrics_port:
+                lines.append(f"metrics_port = {n.metrics_port}")
         return "\n".join(lines) + "\n"
 
 
@@ -118,9 +123,13 @@ def load_config(path: str | Path) -> ClusterConfig:
         parsed = []
         for item in nodes_raw:
             try:
-                parsed.append(NodeAddress(int(item["id"]), str(item.get("host", "127.0.0.1")), int(item["port"])))
+                parsed.append(NodeAddress(int(item["id"]), str(item.get("host", "127.0.0.1")), int(item["port"]),
+                                          int(item.get("metrics_port", 0))))
             except (KeyError, TypeError, ValueError) as e:
                 raise ConfigError(f"{path}: bad [[nodes]] entry {item!r}: {e}") from None
+        bad_ports = [n.metrics_port for n in parsed if not 0 <= n.metrics_port <= 65535]
+        if bad_ports:
+            raise ConfigError(f"{path}: metrics_port must be 0..65535 (got {bad_ports})")
         ids = [n.id for n in parsed]
         if len(set(ids)) != len(ids) or min(ids) < 1:
             raise ConfigError(f"{path}: node ids must be unique and >= 1 (got {ids})")

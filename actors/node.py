@@ -132,6 +132,35 @@ class NodeSettings:
         return self.data_dir / "snapshots"
 
 
+class NodeObserver:
+    """Hooks the node calls on its hot paths, once per batch (never per entry); these defaults do nothing.
+
+    gateway.metrics.NodeMetrics overrides them to feed Prometheus.  `persisted` runs on the log writer's
+    I/O thread (it times the fsync itself), everything else on the Trio thread.
+    """
+
+    def proposed(self, entries: int) -> None:
+        """The leader appended `entries` client commands to its log."""
+
+    def persisted(self, seconds: float, entries: int) -> None:
+        """One durable write of a Ready (entries, term/vote, snapshot meta) with its fsync took `seconds`."""
+
+    def applied(self, seconds: float, entries: int) -> None:
+        """One batch of `entries` committed entries went through the state machine in `seconds`."""
+
+    def peer_error(self, peer: int) -> None:
+        """A send to `peer` failed (unreachable, RPC error)."""
+
+    def snapshot(self, kind: str, size: int) -> None:
+        """A snapshot of `size` bytes was `taken`, `sent` or `installed`."""
+
+    def leader_changed(self, leader: int) -> None:
+        """This node learned of a new leader."""
+
+
+NO_OBSERVER = NodeObserver()
+
+
 @dataclass
 class _Waiter:
     term: int
@@ -150,6 +179,7 @@ class Node:
         crash_injector: ActorCrashInjector | None = None,
         on_apply: Callable[[list[tuple[Entry, Any]]], None] | None = None,
         inline_io: bool = False,
+        metrics: NodeObserver | None = None,
     ) -> None:
         self.s = settings
         self.id = settings.id
@@ -160,6 +190,7 @@ class Node:
         self.on_apply = on_apply
         # Tests with in-memory storage and Trio's mock clock run disk calls inline (no threads).
         self.inline_io = inline_io
+        self.metrics = metrics if metrics is not None else NO_OBSERVER
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
         self.addresses[self.id] = (settings.host, settings.port)
         self.started_at = time.monotonic()
@@ -452,6 +483,7 @@ class Node:
             except RaftError as e:
                 item.reply.fail(NotLeaderError(core.leader, self._addr(core.leader), str(e)))
                 return
+            self.metrics.proposed(len(indexes))
             placed = []
             for i in indexes:
                 w = self.waiters[i] = _Waiter(core.term)
@@ -515,6 +547,8 @@ class Node:
     def _on_soft_state(self, leader: int, role: Role) -> None:
         if leader != self.leader:
             log.info("node %d: term %d leader is now %s", self.id, self.core.term, leader or "unknown")
+            if leader != NONE:
+                self.metrics.leader_changed(leader)
         was_leader = self.role == Role.LEADER
         self.leader, self.role = leader, role
         if was_leader and role != Role.LEADER:
@@ -598,6 +632,7 @@ class Node:
                     await link.send(plain)
                 backoff = 0.02
             except PeerUnavailable:
+                self.metrics.peer_error(peer)
                 await self.consensus_in.send(Inbound((Message(MsgType.UNREACHABLE, frm=peer, to=self.id),)))
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -613,6 +648,10 @@ class Node:
                 ok = await link.send_snapshot(m, path)
             except PeerUnavailable:
                 ok = False
+            if ok:
+                self.metrics.snapshot("sent", _file_size(path))
+            else:
+                self.metrics.peer_error(peer)
             log.info("node %d: snapshot %d to node %d: %s", self.id, m.snapshot.meta.index, peer,
                      "sent" if ok else "failed")
         else:
@@ -641,11 +680,14 @@ class Node:
                 self.log_bytes = self.storage.log_bytes()
 
     def _save(self, rd: Ready) -> None:
+        t0 = time.perf_counter()
         self.storage.save(
             hard_state=rd.hard_state,
             entries=rd.entries,
             snapshot=rd.snapshot.meta if rd.snapshot is not None else None,
         )
+        if rd.must_sync():
+            self.metrics.persisted(time.perf_counter() - t0, len(rd.entries))
         if rd.entries or rd.snapshot is not None:
             self.log_bytes = self.storage.log_bytes()
 
@@ -665,6 +707,7 @@ class Node:
                     keep = self.s.snapshot_dir / f"snap-{job.meta.index}.db"
                     await self._io(shutil.copyfile, str(job.path), str(keep))
                     self.snapshot_path = keep
+                    self.metrics.snapshot("installed", _file_size(keep))
                     self._forget_old_snapshots(keep)
                     for i in [i for i in self.waiters if i <= index]:
                         self.waiters.pop(i).reply.fail(ProposalLost(f"entry {i} superseded by a snapshot"))
@@ -680,7 +723,9 @@ class Node:
         entries = [e for e in job.entries if e.index > self.applied_index]
         if entries:
             batch = [(e.index, int(e.type), e.data) for e in entries]
+            t0 = time.perf_counter()
             results = await self.db.apply(batch)
+            self.metrics.applied(time.perf_counter() - t0, len(entries))
             self.applied_index = entries[-1].index
             for e, res in zip(entries, results):
                 w = self.waiters.pop(e.index, None)
@@ -736,7 +781,9 @@ class Node:
         await self._io(os.replace, tmp, final)
         self.snapshot_index = got
         self._forget_old_snapshots(final)
-        log.info("node %d: snapshot at index %d (%d bytes)", self.id, got, final.stat().st_size)
+        size = _file_size(final)
+        self.metrics.snapshot("taken", size)
+        log.info("node %d: snapshot at index %d (%d bytes)", self.id, got, size)
         await self.consensus_in.send(SnapshotTaken(got, final))
 
     def _forget_old_snapshots(self, keep: Path) -> None:
@@ -746,6 +793,13 @@ class Node:
                     p.unlink()
                 except OSError:
                     pass
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager

@@ -97,7 +97,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 class _NodeContext(logging.Filter):
-    """Adds `node` and `term` to every log record of a node process (term once the node runs)."""
+    """Adds `node` and `term` to every log record of a node process.
+
+    The term is read live from the node's Raft core when the record is made, so every line says the term it
+    was written in; None (JSON null, "-" in text) until the node has recovered its log.
+    """
 
     def __init__(self, node_id: int) -> None:
         super().__init__()
@@ -106,7 +110,10 @@ class _NodeContext(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.node = self.node_id
-        record.term = getattr(self.node, "term", None)
+        core = getattr(self.node, "core", None)
+        term = getattr(core, "term", None)
+        record.term = term
+        record.term_text = "-" if term is None else str(term)
         return True
 
 
@@ -127,6 +134,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+TEXT_FORMATTER = logging.Formatter("%(asctime)s node%(node)s term %(term_text)s %(levelname)s %(name)s: %(message)s")
+
+
 def setup_node_logging(node_id: int, fmt: str, level: str = "INFO") -> _NodeContext:
     """Log to stderr as text or JSON lines; returns the filter to attach the running node to."""
     ctx = _NodeContext(node_id)
@@ -135,7 +145,7 @@ def setup_node_logging(node_id: int, fmt: str, level: str = "INFO") -> _NodeCont
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s node%(node)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TEXT_FORMATTER)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
@@ -173,10 +183,11 @@ def _die_with_parent() -> None:
 
 
 def run_node_process(settings: Any, ctx: _NodeContext | None = None,
-                     crash: list[tuple[str, float, int]] | None = None) -> int:
+                     crash: list[tuple[str, float, int]] | None = None, metrics_port: int | None = None) -> int:
     """gateway.runner.run_node, plus what a process needs around it: the node in log records, the crash hook.
 
-    Returns the exit code (0 clean stop, 3 an actor escalated, 1 crash) exactly as run_node does.
+    `metrics_port` (None: off) is where the node serves Prometheus metrics.  Returns the exit code (0 clean
+    stop, 3 an actor escalated, 1 crash) exactly as run_node does.
     """
     import trio
     import trio_asyncio
@@ -185,8 +196,12 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None,
 
     from .runner import run_node, run_to_exit_code, serve_node
 
+    if metrics_port is not None:
+        from prometheus_client import disable_created_metrics
+
+        disable_created_metrics()  # process-wide: no `*_created` twin of every counter (noise for Prometheus)
     if ctx is None and crash is None:
-        return run_node(settings)
+        return run_node(settings, metrics_port=metrics_port)
     log = logging.getLogger("railraft.node")
     injector = ActorCrashInjector()
 
@@ -199,13 +214,16 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None,
         async with trio_asyncio.open_loop():
             async with trio.open_nursery() as nursery:
 
+                def attach(node: Any) -> None:
+                    if ctx is not None:
+                        ctx.node = node  # from now on every log record carries the node's live term
+
                 async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    await serve_node(settings, task_status=task_status, crash_injector=injector)
+                    await serve_node(settings, task_status=task_status, crash_injector=injector,
+                                     metrics_port=metrics_port, on_node=attach)
                     nursery.cancel_scope.cancel()  # stopped by a signal: end the hook task too
 
-                node = await nursery.start(serve)
-                if ctx is not None:
-                    ctx.node = node
+                await nursery.start(serve)
                 for actor, delay, times in crash or ():
                     nursery.start_soon(arm, actor, delay, times)
 
@@ -218,12 +236,19 @@ def _cmd_node(args: argparse.Namespace) -> int:
     from .runner import settings_for
 
     ctx = setup_node_logging(args.id, args.log_format, args.log_level)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"railraft node: --metrics-port must be 0..65535, got {args.metrics_port}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config) if args.config else default_config()
         settings = settings_for(
             cfg, args.id, join=args.join, host=args.host, port=args.port,
             data_dir=Path(args.data_dir) if args.data_dir else None,
         )
+        # --metrics-port wins (0 = off); else the node's `metrics_port` in cluster.toml, if it is listed there.
+        metrics_port = args.metrics_port
+        if metrics_port is None:
+            metrics_port = next((n.metrics_port for n in cfg.nodes if n.id == args.id), 0)
     except ConfigError as e:
         hint = " (a node that is not in the configuration needs --join --host H --port P)" if not args.join else ""
         print(f"railraft node: {e}{hint}", file=sys.stderr)
@@ -236,7 +261,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
             print(f"railraft node: {e}", file=sys.stderr)
             return 2
     _die_with_parent()
-    return run_node_process(settings, ctx, crash)
+    return run_node_process(settings, ctx, crash, metrics_port=metrics_port or None)
 
 
 # ================================================================================ cluster clients
@@ -423,7 +448,8 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
 
     return cluster_up(
         nodes=args.nodes, port=args.port, data_dir=args.data_dir, log_format=args.log_format,
-        snapshot_entries=args.snapshot_entries, demo=args.demo, web_url=args.web_url,
+        snapshot_entries=args.snapshot_entries, demo=args.demo, web_url=args.web_url, web_port=args.web_port,
+        metrics=not args.no_metrics, metrics_port_base=args.metrics_port_base,
     )
 
 
@@ -504,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--data-dir", metavar="DIR", help="this node's data directory (default: DATA_DIR/nodeN)")
     node.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
     node.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ...")
+    node.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                      help="serve Prometheus metrics at http://HOST:P/metrics (0: off; default: the node's "
+                           "metrics_port in cluster.toml, else off)")
     node.set_defaults(func=_cmd_node)
 
     status = sub.add_parser("status", help="show every node's role, term, indexes and log size")
@@ -518,10 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default="data", metavar="DIR", help="where cluster.toml, node data and logs go (default data)")
     up.add_argument("--snapshot-entries", type=int, default=None, metavar="N", help="snapshot every N applied entries")
     up.add_argument("--log-format", choices=("text", "json"), default="text", help="node log format")
+    up.add_argument("--metrics-port-base", type=int, default=None, metavar="P",
+                    help="Prometheus metrics of the k-th node (by id, from 0) at http://HOST:P+k/metrics "
+                         "(default: each node's port + 1000); a node's metrics_port in cluster.toml wins")
+    up.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     up.add_argument("--demo", action="store_true",
                     help="demo mode: generated admin password (DATA_DIR/credentials.txt), demo data loaded once a "
                          "leader is elected, credentials printed")
-    up.add_argument("--web-url", default=None, metavar="URL", help="with --demo: the web app's URL to print")
+    up.add_argument("--web-port", type=int, default=0, metavar="P",
+                    help="also run the web app (supervised) on http://HOST:P/ (default 0: no web app)")
+    up.add_argument("--web-url", default=None, metavar="URL",
+                    help="the web app's URL to print (default with --web-port: http://HOST:P/)")
     up.set_defaults(func=_cmd_cluster_up)
 
     add = csub.add_parser("add-node", help="add a node (learner, catch up, voter); --start launches it first")
@@ -586,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="canonical dump of a node's database file (read-only; stop the node first)")
     dump.add_argument("--db", required=True, metavar="PATH")
     dump.set_defaults(func=_cmd_dump)
+
     return parser
 
 

@@ -12,6 +12,9 @@ supervises them:
 * with `--demo` (what `make run` uses): the nodes get RAILRAFT_ADMIN_PASSWORD from DATA/credentials.txt
   (generated on the first run, mode 0600), and once a leader is elected the demo data is loaded through the
   API (gateway.demo_loader: idempotent) and the credentials are printed;
+* every node serves Prometheus metrics (gateway.metrics) at http://HOST:PORT/metrics, PORT being its
+  `metrics_port` in cluster.toml, else its gRPC port + 1000 (or `--metrics-port-base B`: B, B+1, ... in id
+  order); the URLs are printed at start; `--no-metrics` turns them off;
 * Ctrl-C or SIGTERM stops everything: SIGTERM to every node, up to `STOP_GRACE_S` for them to exit, SIGKILL
   for stragglers; then the supervisor exits 0.
 
@@ -48,11 +51,16 @@ BACKOFF_MAX_S = 10.0
 HEALTHY_AFTER_S = 30.0  # a node that ran this long before dying starts its backoff over
 POLL_S = 0.1
 LEADER_POLL_S = 0.5
+METRICS_PORT_OFFSET = 1000  # default metrics port of a node: its gRPC port + this
 
 
 def node_command(node_id: int, config: Path, *, join: bool = False, host: str | None = None,
-                 port: int | None = None, data_dir: Path | None = None, log_format: str = "text") -> list[str]:
-    """argv of one `railraft node` process (run with this interpreter, so it works without the console script)."""
+                 port: int | None = None, data_dir: Path | None = None, log_format: str = "text",
+                 metrics_port: int | None = None) -> list[str]:
+    """argv of one `railraft node` process (run with this interpreter, so it works without the console script).
+
+    `metrics_port`: None leaves it to the node (cluster.toml), 0 turns metrics off, else that port.
+    """
     cmd = [sys.executable, "-m", "gateway.cli", "node", "--id", str(node_id), "--config", str(config),
            "--log-format", log_format]
     if join:
@@ -63,7 +71,31 @@ def node_command(node_id: int, config: Path, *, join: bool = False, host: str | 
         cmd += ["--port", str(port)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+    if metrics_port is not None:
+        cmd += ["--metrics-port", str(metrics_port)]
     return cmd
+
+
+def metrics_ports(cfg: ClusterConfig, *, enabled: bool = True, base: int | None = None) -> dict[int, int]:
+    """The metrics port of every node under `cluster up` (0 = off); ConfigError if they clash or are invalid.
+
+    A node's `metrics_port` in cluster.toml wins; else `base + k` for the k-th node by id when `base` is
+    given, else the node's port + METRICS_PORT_OFFSET.
+    """
+    if not enabled:
+        return {n.id: 0 for n in cfg.nodes}
+    out = {}
+    for k, n in enumerate(sorted(cfg.nodes, key=lambda n: n.id)):
+        out[n.id] = n.metrics_port or (base + k if base is not None else n.port + METRICS_PORT_OFFSET)
+    bad = [p for p in out.values() if not 0 < p <= 65535]
+    if bad:
+        raise ConfigError(f"metrics ports out of range: {bad} (use --metrics-port-base or --no-metrics)")
+    taken = {(n.host, n.port) for n in cfg.nodes}
+    mine = [(cfg.node(i).host, p) for i, p in out.items()]
+    if len(set(mine)) != len(mine) or taken & set(mine):
+        raise ConfigError(f"metrics ports {sorted(out.values())} clash with each other or with the node ports "
+                          f"{sorted(n.port for n in cfg.nodes)} (use --metrics-port-base)")
+    return out
 
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -94,11 +126,12 @@ def status_hint(config: Path) -> str:
 
 @dataclass
 class Child:
-    """One supervised node process."""
+    """One supervised process: a node, or the web app (`addr` None)."""
 
-    addr: NodeAddress
+    addr: NodeAddress | None
     argv: list[str]
     log_path: Path
+    label: str = ""
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -112,6 +145,17 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def started_text(self) -> str:
+        """What the supervisor prints when it starts this process."""
+        where = f"{self.addr.address}  " if self.addr is not None else ""
+        return f"{self.label}: {where}pid {self.pid}  log {self.log_path}"
+
+
+def web_command(addrs: list[str], host: str, port: int, secret_file: Path) -> list[str]:
+    """argv of the web app (`python -m web`) serving the cluster at `addrs` on http://host:port/."""
+    return [sys.executable, "-m", "web", "--nodes", ",".join(addrs), "--host", host, "--port", str(port),
+            "--secret-file", str(secret_file)]
+
 
 class ClusterSupervisor:
     """Starts, restarts and stops the node processes of one configuration (see the module docstring)."""
@@ -119,7 +163,8 @@ class ClusterSupervisor:
     def __init__(self, cfg: ClusterConfig, config_path: Path, *, log_format: str = "text",
                  say: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
                  stop_grace_s: float = STOP_GRACE_S,
-                 on_leader: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_leader: Callable[[], Awaitable[None]] | None = None,
+                 metrics_ports: dict[int, int] | None = None, web_port: int | None = None) -> None:
         self.cfg = cfg
         # Run once, as a Trio task beside the nodes, when a leader first appears (`cluster up --demo` loads
         # the demo data there).  Its failure is reported, never fatal: the cluster keeps running.
@@ -128,10 +173,18 @@ class ClusterSupervisor:
         self.say = say or _say
         self.stop_grace_s = stop_grace_s
         self.env = _child_env({**(env or {}), "RAILRAFT_PARENT_PID": str(os.getpid())})
-        self.children = {
-            n.id: Child(n, node_command(n.id, config_path, log_format=log_format), cfg.data_dir / f"node{n.id}.log")
+        mports = metrics_ports or {}
+        self.children: dict[int | str, Child] = {
+            n.id: Child(n, node_command(n.id, config_path, log_format=log_format, metrics_port=mports.get(n.id)),
+                        cfg.data_dir / f"node{n.id}.log", label=f"node {n.id}")
             for n in cfg.nodes
         }
+        if web_port:
+            # The web app is supervised like a node: restarted if it dies, stopped with the cluster.
+            host = cfg.nodes[0].host
+            self.children["web"] = Child(None, web_command([n.address for n in cfg.nodes], host, web_port,
+                                                           cfg.data_dir / "web_secret"),
+                                         cfg.data_dir / "web.log", label="web app")
         self.stopping = False
         self.leader: int | None = None
 
@@ -139,7 +192,7 @@ class ClusterSupervisor:
     def _spawn(self, child: Child) -> None:
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(child.log_path, "ab") as logf:
-            logf.write(f"=== railraft cluster: starting node {child.addr.id} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            logf.write(f"=== railraft cluster: starting {child.label} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             logf.flush()
             # Popen from the main thread (PR_SET_PDEATHSIG in the child is tied to the thread that forked it).
             child.proc = subprocess.Popen(
@@ -153,9 +206,9 @@ class ClusterSupervisor:
         while not self.stopping:
             self._spawn(child)
             if child.restarts:
-                self.say(f"node {child.addr.id} restarted: pid {child.pid} (restart #{child.restarts})")
+                self.say(f"{child.label} restarted: pid {child.pid} (restart #{child.restarts})")
             else:
-                self.say(f"node {child.addr.id}: {child.addr.address}  pid {child.pid}  log {child.log_path}")
+                self.say(child.started_text())
             while child.proc.poll() is None:
                 await trio.sleep(POLL_S)
             if self.stopping:
@@ -166,7 +219,7 @@ class ClusterSupervisor:
             if ran >= HEALTHY_AFTER_S:
                 child.delay = BACKOFF_INITIAL_S
             how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
-            self.say(f"node {child.addr.id} (pid {child.pid}) died ({how}) after {ran:.1f}s; "
+            self.say(f"{child.label} (pid {child.pid}) died ({how}) after {ran:.1f}s; "
                      f"restarting in {child.delay:.1f}s (see {child.log_path})")
             with trio.move_on_after(child.delay):
                 while not self.stopping:
@@ -219,12 +272,12 @@ class ClusterSupervisor:
                 await trio.sleep(POLL_S)
         stragglers = [c for c in self.children.values() if c.alive()]
         for c in stragglers:
-            self.say(f"node {c.addr.id} (pid {c.pid}) did not stop within {self.stop_grace_s:g}s: SIGKILL")
+            self.say(f"{c.label} (pid {c.pid}) did not stop within {self.stop_grace_s:g}s: SIGKILL")
         self._signal_all(signal.SIGKILL)
         for c in self.children.values():
             if c.proc is not None:
                 code = await trio.to_thread.run_sync(c.proc.wait)
-                self.say(f"node {c.addr.id} stopped (exit code {code})")
+                self.say(f"{c.label} stopped (exit code {code})")
 
     async def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code (0)."""
@@ -286,7 +339,8 @@ def prepare_config(data_dir: Path, nodes: int | None, port: int | None,
 
 def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str | Path = "data",
                log_format: str = "text", snapshot_entries: int | None = None, *, demo: bool = False,
-               web_url: str | None = None) -> int:
+               web_url: str | None = None, metrics: bool = True, metrics_port_base: int | None = None,
+               web_port: int = 0) -> int:
     """`railraft cluster up`: returns the process exit code.
 
     With `demo`, the nodes get RAILRAFT_ADMIN_PASSWORD from DATA/credentials.txt (created on the first run:
@@ -294,16 +348,32 @@ def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str 
     administrator, and once a leader is elected the demo catalogue and customer are loaded through the API
     (gateway.demo_loader; idempotent) and the credentials printed.  Without it the nodes inherit the
     environment as it is: RAILRAFT_ADMIN_PASSWORD, if the operator set it; no built-in password.
+
+    `metrics` (on by default) has every node serve Prometheus metrics; see `metrics_ports` for the ports.
+    `web_port` (0: none) starts the web app (`python -m web`) beside the nodes, supervised like them, on
+    http://HOST:web_port/ with its session key in DATA/web_secret and its log in DATA/web.log.
     """
     data = Path(data_dir).resolve()
     try:
         cfg, path, created = prepare_config(data, nodes, port, snapshot_entries)
+        mports = metrics_ports(cfg, enabled=metrics, base=metrics_port_base)
     except ConfigError as e:
         print(f"railraft cluster up: {e}", file=sys.stderr)
         return 2
     _say(f"{'wrote' if created else 'using'} {path}; data dir {data}")
     _say(f"{len(cfg.nodes)} node(s): " + ", ".join(f"{n.id}@{n.address}" for n in cfg.nodes)
          + ". Ctrl-C or SIGTERM stops them all.")
+    for n in cfg.nodes:
+        if mports.get(n.id):
+            _say(f"metrics: node {n.id} at http://{n.host}:{mports[n.id]}/metrics")
+    if not any(mports.values()):
+        _say("metrics: off")
+    if web_port:
+        if not 0 < web_port <= 65535 or web_port in {n.port for n in cfg.nodes} | set(mports.values()):
+            print(f"railraft cluster up: --web-port {web_port} is out of range or used by a node", file=sys.stderr)
+            return 2
+        web_url = web_url or f"http://{cfg.nodes[0].host}:{web_port}/"
+        _say(f"web app: {web_url}  (operator dashboard: {web_url}dashboard)")
     env: dict[str, str] = {}
     on_leader = None
     if demo:
@@ -337,7 +407,8 @@ def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str 
                                             cli=cli_prefix()), flush=True)
 
         on_leader = load
-    sup = ClusterSupervisor(cfg, path, log_format=log_format, env=env, on_leader=on_leader)
+    sup = ClusterSupervisor(cfg, path, log_format=log_format, env=env, on_leader=on_leader, metrics_ports=mports,
+                            web_port=web_port or None)
 
     async def main() -> int:
         async with trio_asyncio.open_loop():
@@ -391,4 +462,5 @@ def _wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: float
     raise ConfigError(f"the new node did not listen on {host}:{port} within {timeout:g}s; see its log")
 
 
-__all__ = ["ClusterSupervisor", "cluster_up", "prepare_config", "start_detached_node", "node_command", "Child"]
+__all__ = ["ClusterSupervisor", "cluster_up", "prepare_config", "start_detached_node", "node_command", "Child",
+           "metrics_ports"]

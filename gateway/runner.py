@@ -5,6 +5,10 @@ trio-asyncio loop (grpclib and aiosqlite are asyncio libraries).  SIGINT/SIGTERM
 new requests are refused, in-flight ones get a moment to finish, the actors stop (the log writer completes
 its current fsync), the database is closed, and the process exits 0.  An actor that crashes too often
 escalates: the cause is logged and the process exits non-zero.
+
+With a metrics port the node also serves Prometheus metrics at http://HOST:PORT/metrics (gateway.metrics),
+from a Trio task in the same nursery, so the port closes with the node.  A metrics port that cannot be bound
+is logged as an error and the node runs without metrics (they are for operators; the node still serves).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .booking_core import BookingCore
 from .booking_service import BookingService
 from .grpc_server import serve_grpc
 from .housekeeping import Housekeeper, HousekeepingSettings
+from .metrics import NodeMetrics, metrics_url, open_metrics_listeners, serve_metrics
 from .peer_client import PeerLink
 from .peer_service import RaftPeerService
 from .services import NodeService, TicketingService
@@ -60,11 +65,17 @@ def settings_for(cfg: ClusterConfig, node_id: int, join: bool = False, host: str
 
 
 async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGNORED,
-                     crash_injector: ActorCrashInjector | None = None) -> None:
-    """Run a node until cancelled or signalled.  Must run inside `trio_asyncio.open_loop()`."""
+                     crash_injector: ActorCrashInjector | None = None, metrics_port: int | None = None,
+                     on_node: Callable[[Node], None] | None = None) -> None:
+    """Run a node until cancelled or signalled.  Must run inside `trio_asyncio.open_loop()`.
+
+    `metrics_port`: serve Prometheus metrics on settings.host at that port (None/negative: off; 0: any free
+    port, tests).  `on_node` is called with the Node as soon as it exists (log records then carry its term).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Database.open needs the directory to exist
     db = await Database.open(settings.db_path)
     submitter: Submitter | None = None
+    metrics = NodeMetrics() if metrics_port is not None and metrics_port >= 0 else None
     try:
         node = Node(
             settings,
@@ -73,8 +84,14 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                 peer, host, port, cluster_id=settings.cluster_id, group_id=GROUP_ID, node_id=settings.id
             ),
             crash_injector=crash_injector,
+            metrics=metrics,
         )
+        if on_node is not None:
+            on_node(node)
         async with trio.open_nursery() as nursery:
+            if metrics is not None:
+                metrics.watch(node)
+                await _start_metrics(nursery, metrics, settings, metrics_port)
             await nursery.start(node.run)
             submitter = Submitter(node)
             # One payment provider per node, shared by both client APIs and the leader's refund payouts.
@@ -115,12 +132,22 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
             log.info("node %d stopped", settings.id)
 
 
-def run_node(settings: NodeSettings) -> int:
+async def _start_metrics(nursery: trio.Nursery, metrics: NodeMetrics, settings: NodeSettings, port: int) -> None:
+    try:
+        listeners = await open_metrics_listeners(settings.host, port)
+    except OSError as e:
+        log.error("node %d: metrics NOT served: cannot listen on %s:%d: %s", settings.id, settings.host, port, e)
+        return
+    bound = await nursery.start(serve_metrics, metrics, listeners)
+    log.info("node %d: metrics at %s", settings.id, metrics_url(settings.host, bound))
+
+
+def run_node(settings: NodeSettings, metrics_port: int | None = None) -> int:
     """Process entry point: returns the exit code."""
 
     async def main() -> None:
         async with trio_asyncio.open_loop():
-            await serve_node(settings)
+            await serve_node(settings, metrics_port=metrics_port)
 
     return run_to_exit_code(main, settings.id)
 

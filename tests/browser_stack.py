@@ -118,12 +118,17 @@ class BrowserStack:
                 self.web.wait()
         self.cluster.close()
 
+    def off_thread(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` in another thread: the cluster harness runs asyncio loops of its own, which cannot
+        start in a thread where playwright's sync API has its loop running."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn, *args).result()
+
     def describe(self) -> str:
         """Logs for a failing test."""
         web = self.web_log.read_text()[-3000:] if self.web_log.exists() else ""
         # The cluster harness runs its own asyncio loop: not in this thread, where playwright's may be running.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            nodes = pool.submit(self.cluster.describe).result()
+        nodes = self.off_thread(self.cluster.describe)
         return f"--- web app log\n{web}\n{nodes}"
 
 

@@ -184,3 +184,115 @@ def test_nothing_is_loaded_from_outside(stack: BrowserStack, browser: Any) -> No
         page.goto(stack.url("/login"))
         page.wait_for_load_state("networkidle")
         assert urls and all(u.startswith(stack.url("")) for u in urls), urls
+
+
+def test_an_admin_adds_a_train_that_a_passenger_then_finds(stack: BrowserStack, browser: Any) -> None:
+    number = str(20000 + secrets.randbelow(9000))
+    name = f"Konkan Test Express {number}"
+    try:
+        with browser_page(browser) as admin:
+            login(admin, stack, stack.creds.admin_user, stack.creds.admin_password)
+            admin.click("nav >> text=Staff")
+            admin.wait_for_selector("h1")
+            screenshot(admin, "20-staff-home")
+            admin.goto(stack.url("/staff/trains/new"))
+            admin.fill("input[name=number]", number)
+            admin.fill("input[name=name]", name)
+            admin.fill("input[name=type]", "EXPRESS")
+            admin.fill("input[name=departure_time]", "06:15")
+            admin.fill("textarea[name=route]", "NDLS - 0 0\nAGC 2:10 2:15 195\nBPL 8:40 - 702")
+            admin.fill("textarea[name=coaches]", "S1 SL 72\nB1 3A 64")
+            screenshot(admin, "21-staff-new-train")
+            admin.click("button:has-text('Add train')")
+            admin.wait_for_selector(f"text=Train {number} {name} added")
+            screenshot(admin, "22-staff-train")
+
+            admin.fill("form.staff-section input[name=first]", stack.travel_date)
+            admin.fill("form.staff-section input[name=last]", stack.travel_date)
+            admin.click("form.staff-section button:has-text('Schedule runs')")
+            admin.wait_for_selector("text=Scheduled 1 run")
+            screenshot(admin, "23-staff-runs")
+            admin.locator("table a:text-is('Report')").first.click()
+            admin.wait_for_selector("main >> text=Revenue")
+            screenshot(admin, "24-staff-run-report")
+            assert admin.errors == [], admin.errors
+
+        with browser_page(browser) as passenger:
+            login(passenger, stack, stack.creds.customer_user, stack.creds.customer_password)
+            search(passenger, stack, "AGC", "BPL", stack.travel_date)
+            runs = passenger.locator("section.run", has_text=name)
+            assert runs.count() == 1, passenger.locator("main").inner_text()
+            text = runs.first.inner_text()
+            assert "08:30" in text and "14:55" in text, text  # leaves AGC 06:15 + 2:15, reaches BPL 06:15 + 8:40
+            assert "Sleeper (SL)" in text and "AC 3 Tier (3A)" in text
+            screenshot(passenger, "25-passenger-finds-new-train")
+            # Staff pages refuse customers.
+            passenger.goto(stack.url("/staff"))
+            assert "This page is for railway staff" in passenger.locator("main").inner_text()
+    except Exception:
+        print(stack.describe())
+        raise
+
+
+def _leader_in_table(page: Any) -> int | None:
+    rows = page.locator("#nodes tr.is-leader")
+    if rows.count() != 1:
+        return None
+    m = re.search(r"Node (\d+)", rows.first.locator("[data-field=node]").inner_text())
+    return int(m.group(1)) if m else None
+
+
+def test_the_dashboard_shows_a_new_leader_after_the_old_one_is_killed(stack: BrowserStack, browser: Any) -> None:
+    cluster = stack.cluster
+    try:
+        with browser_page(browser) as page:
+            login(page, stack, stack.creds.admin_user, stack.creds.admin_password)
+            page.click("nav >> text=Cluster")
+            page.wait_for_selector("#nodes tr.is-leader")
+            old = stack.off_thread(cluster.wait_leader)
+            page.wait_for_function("() => document.querySelectorAll('#nodes tr.node-row').length === 3")
+            assert _leader_in_table(page) == old
+            text = page.locator("#nodes").inner_text()
+            assert "leader" in text and "follower" in text and "healthy" in text
+            screenshot(page, "30-dashboard")
+
+            with browser_page(browser) as passenger:
+                login(passenger, stack, stack.creds.customer_user, stack.creds.customer_password)
+                cluster.kill(old)  # SIGKILL, by the PID the harness started
+                # A passenger's request during the leader change waits for the new leader and succeeds.
+                search(passenger, stack, "NDLS", "BCT", stack.travel_date)
+                assert passenger.locator("section.run").count() >= 1
+            # No reload: the page's own polling must show the new leader and the dead node.
+            page.wait_for_function(
+                "old => { const r = document.querySelector('#nodes tr.is-leader [data-field=node]');"
+                " const m = r && r.innerText.match(/^Node (\\d+)/); return m && Number(m[1]) !== old; }",
+                arg=old, timeout=20_000)
+            new = _leader_in_table(page)
+            assert new is not None and new != old
+            dead = page.locator("#nodes tr.node-row", has_text=f"Node {old}")
+            page.wait_for_function(
+                "old => [...document.querySelectorAll('#nodes tr.node-row')].some("
+                "r => r.innerText.match(new RegExp('^Node ' + old + '\\\\b')) && r.innerText.includes('down'))",
+                arg=old, timeout=20_000)
+            assert "down" in dead.first.inner_text()
+            page.wait_for_selector(f"#changes li:has-text('node {new}')", timeout=10_000)
+            screenshot(page, "31-dashboard-new-leader")
+
+            # Bring the old leader back, then hand leadership to it with its "Make leader" button.
+            cluster.restart(old)
+            stack.off_thread(cluster.wait_caught_up)
+            row = page.locator("#nodes tr.node-row", has_text=f"Node {old}")
+            page.wait_for_function(
+                "old => [...document.querySelectorAll('#nodes tr.node-row')].some("
+                "r => r.innerText.match(new RegExp('^Node ' + old + '\\\\b')) && r.querySelector('button'))",
+                arg=old, timeout=20_000)
+            row.first.locator("button:has-text('Make leader')").click()
+            page.wait_for_selector(f"text=Node {old} is now the leader", timeout=20_000)
+            page.wait_for_function(
+                "old => { const r = document.querySelector('#nodes tr.is-leader [data-field=node]');"
+                " return r && r.innerText.match(new RegExp('^Node ' + old + '\\\\b')); }", arg=old, timeout=20_000)
+            screenshot(page, "32-dashboard-transferred")
+            assert page.errors == [], page.errors
+    except Exception:
+        print(stack.describe())
+        raise

@@ -130,6 +130,8 @@ def duration(start_ms: int | None, end_ms: int | None) -> str:
 
 
 def class_name(value: Any) -> str:
+    if isinstance(value, str) and value in SeatClass.__members__:  # a class code from a URL, e.g. "AC1"
+        value = SeatClass[value]
     try:
         return CLASS_NAMES.get(SeatClass(value), SeatClass(value).name)
     except ValueError:
@@ -614,4 +616,6 @@ def create_app(nodes: Sequence[str] | str, *, secret_key: str | None = None, cli
 
 def _page_modules() -> list[Callable[[QuartTrio, WebContext], None]]:
     """The `register(app, web)` functions of the page modules beside the passenger pages."""
-    return []
+    from web import dashboard, staff
+
+    return [staff.register, dashboard.register]
