@@ -378,29 +378,6 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 @_client_errors
-def _cmd_login(args: argparse.Namespace) -> int:
-    from . import admin_client as ac
-
-    res = _run_client(ac.login(_addresses(args), args.username, args.password))
-    if args.json:
-        _print_json(res)
-    else:
-        print(res["message"])
-        if res["success"]:
-            print(f"token: {res['token']}")
-    return 0 if res["success"] else 1
-
-
-@_client_errors
-def _cmd_logout(args: argparse.Namespace) -> int:
-    from . import admin_client as ac
-
-    res = _run_client(ac.logout(_addresses(args), args.token))
-    _print_json(res) if args.json else print(res["message"])
-    return 0 if res["success"] else 1
-
-
-@_client_errors
 def _cmd_admin_create(args: argparse.Namespace) -> int:
     import getpass
     import os
@@ -587,16 +564,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(reg)
     reg.set_defaults(func=_cmd_register)
 
-    login = sub.add_parser("login", help="log in; prints the session token")
+    from .cli_booking import login_cmd, logout_cmd
+
+    login = sub.add_parser("login", help="log in; prints the session token and saves the session for later commands")
     login.add_argument("username")
     login.add_argument("password")
     _add_target(login)
-    login.set_defaults(func=_cmd_login)
+    login.set_defaults(func=login_cmd)
 
     logout = sub.add_parser("logout", help="end a session")
-    logout.add_argument("token")
+    logout.add_argument("token", nargs="?", default="", help="the session to end (default: the saved one)")
     _add_target(logout)
-    logout.set_defaults(func=_cmd_logout)
+    logout.set_defaults(func=logout_cmd)
 
     admin = sub.add_parser("admin", help="administrator accounts")
     asub = admin.add_subparsers(dest="admin_command", metavar="ACTION")
@@ -622,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="canonical dump of a node's database file (read-only; stop the node first)")
     dump.add_argument("--db", required=True, metavar="PATH")
     dump.set_defaults(func=_cmd_dump)
+
+    from .cli_booking import add_booking_commands  # booking subcommands and `railraft cli` (the menu)
+
+    add_booking_commands(sub)
 
     return parser
 
