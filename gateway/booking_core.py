@@ -12,6 +12,12 @@ user cannot collide with (or read) another's results: authenticated writes use `
 server's session lookup, never from the client), Register uses ``register:<username>``, Logout
 ``session:<token hash prefix>``.  Leader-internal commands (ExpireHolds, SettleRefunds) use no request id.
 
+Logins.  `authenticate` is the one password check of both APIs: it asks the node's LoginThrottle first
+(gateway.throttle: too many failures for the account or from the client's address -> RESOURCE_EXHAUSTED,
+without looking at the password), spends the same scrypt work on an unknown name as on a wrong password, and
+reports the outcome back to the throttle.  `open_session` stamps the CreateSession with its session proof
+(store.auth), which the leader checks when a follower forwards it.
+
 Sessions.  A write looks the session up in this node's database first and only falls back to a linearizable
 read when it is missing (a session created a moment ago on another node); the apply re-checks the session at
 the command's own timestamp, so a revocation racing with the write still wins.  A read checks the session
@@ -35,20 +41,35 @@ from actors.node import Node
 from store import auth, queries, rules
 from store import booking_queries as bq
 from store.commands import (
+    AddTrain,
+    AddTrainService,
+    BootstrapAdmin,
+    CancelBooking,
+    CancelRun,
     CommandBase,
     CommandDecodeError,
     ConfirmPayment,
     CreateSession,
+    CreateStation,
+    ExpireHolds,
+    HoldSeats,
     RegisterUser,
+    RemoveMember,
     Result,
     RevokeSession,
+    ScheduleRuns,
+    SetMember,
+    SetUserRole,
+    SettleRefunds,
+    decode_command,
     decode_result,
     encode_command,
 )
 from store.payments import PaymentProvider, SimulatedProvider
 
-from .rpc import trio_call
+from .rpc import peer_host, trio_call
 from .submit import Submitter
+from .throttle import LoginThrottle
 
 # Result codes (store.commands) -> gRPC statuses.  The names match on purpose.
 STATUS_OF_CODE: dict[str, Status] = {
@@ -168,10 +189,12 @@ class Caller:
 class BookingCore:
     """Per-node helpers shared by the Booking and the Ticketing services (all asyncio coroutines)."""
 
-    def __init__(self, node: Node, submitter: Submitter, provider: PaymentProvider | None = None) -> None:
+    def __init__(self, node: Node, submitter: Submitter, provider: PaymentProvider | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
         self.node = node
         self.submitter = submitter
         self.provider: PaymentProvider = provider if provider is not None else SimulatedProvider()
+        self.throttle = throttle if throttle is not None else LoginThrottle()
 
     # ---------------------------------------------------------------------------------------- reads
     async def barrier(self, consistency: int = LINEARIZABLE) -> None:
@@ -249,26 +272,51 @@ class BookingCore:
             return Result.error("ALREADY_EXISTS", f"username {username!r} is already taken")
         return res
 
-    async def authenticate(self, username: str, password: str) -> queries.User | None:
-        """The account if the password is right, else None -- the same for an unknown name, so a stranger
-        does not learn which usernames exist."""
-        if not username or len(username) > rules.USERNAME_MAX or len(password) > rules.PASSWORD_MAX:
+    async def authenticate(self, username: str, password: str, address: str | None = None) -> queries.User | None:
+        """The account if the password is right, else None -- the same answer (and the same scrypt work) for
+        an unknown name as for a wrong password.
+
+        RESOURCE_EXHAUSTED ("Too many failed login attempts; try again in N minutes") while the account or
+        the client's address is throttled (gateway.throttle); `address` defaults to the calling peer's IP.
+        """
+        address = peer_host() if address is None else address
+        blocked = self.throttle.check(username, address)
+        if blocked is not None:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, blocked.message)
+        if not username.strip() or len(username) > rules.USERNAME_MAX or len(password) > rules.PASSWORD_MAX \
+                or not username.isprintable():
+            self.throttle.failed(username, address, account_exists=False)
             return None
         user = await self.read(LINEARIZABLE, queries.user_by_name, username.strip())
         if user is None:
+            await trio_call(trio.to_thread.run_sync, auth.dummy_verify, password)
+            self.throttle.failed(username, address, account_exists=False)
             return None
         ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, password, user.password_hash)
-        return user if ok else None
+        if not ok:
+            self.throttle.failed(username, address)
+            return None
+        self.throttle.succeeded(username, address)
+        return user
 
-    async def open_session(self, user_id: int) -> tuple[str, int, Result]:
+    async def open_session(self, user_id: int, password_hash: str | None = None) -> tuple[str, int, Result]:
         """Mint a session token and replicate only its hash: (token, expires_at_ms, apply result).
 
+        The caller has checked the password.  The command carries its session proof, keyed with the user's
+        stored `password_hash` (read here if not given), so the leader accepts it when it is forwarded.
         No request id: the token is minted here, so a retried login just opens another session."""
+        if password_hash is None:
+            user = await self.read(STALE, queries.user_by_id, user_id)
+            if user is None:
+                user = await self.read(LINEARIZABLE, queries.user_by_id, user_id)
+            password_hash = user.password_hash if user is not None else ""
         token, digest = auth.new_session_token()
         ts = now_ms()
+        expires = ts + SESSION_TTL_MS
         cmd = CreateSession(request_id="", client_id=f"user:{user_id}", ts_ms=ts, user_id=user_id,
-                            token_sha256=digest, expires_at_ms=ts + SESSION_TTL_MS)
-        return token, ts + SESSION_TTL_MS, await self.submit(cmd)
+                            token_sha256=digest, expires_at_ms=expires,
+                            proof=auth.session_proof(password_hash, user_id, digest, ts, expires))
+        return token, expires, await self.submit(cmd)
 
     async def revoke_session(self, token: str, request_id: str) -> Result:
         """Log a session out (keyed by the session, so a retry anywhere returns the first answer)."""
@@ -313,11 +361,14 @@ class BookingCore:
 
         def look(conn: Any, now: int) -> tuple[bytes | None, bq.PaymentQuote | None]:
             # One view for both, so "already paid by THIS request" is told apart from "paid by another".
-            return (queries.request_result(conn, caller.client_id, request_id),
+            return (queries.request_result(conn, caller.client_id, request_id, ConfirmPayment.TYPE),
                     bq.payment_quote(conn, pnr, caller.user_id, now))
 
         await self.barrier(LINEARIZABLE)
-        prior, quote = await self.local(look, now_ms())
+        try:
+            prior, quote = await self.local(look, now_ms())
+        except queries.RequestIdReused as e:
+            raise invalid(str(e)) from None
         if prior is not None:
             return decode_result(prior)
         if quote is None:
@@ -343,3 +394,100 @@ class BookingCore:
             await self._provider("refund", idempotency_key=f"void:{outcome.provider_ref}",
                                  provider_ref=outcome.provider_ref, amount_paise=quote.amount_paise)
         return result
+
+
+# ===================================================================================== forwarded commands
+#
+# NodeService.Propose is how a follower's gateway hands a write to the leader: raw command bytes.  Until the
+# nodes authenticate each other (gateway.rpc.peer_authenticated, a TODO), anyone who can reach the port can
+# call it, so the leader accepts only what a gateway forwards, in the shape a gateway builds it:
+#
+# * leader-internal kinds are refused: BootstrapAdmin (CreateAdmin runs on the leader), SetMember and
+#   RemoveMember (AddNode/RemoveNode run on the leader), ExpireHolds and SettleRefunds (housekeeping);
+# * RegisterUser only for role CUSTOMER, keyed "register:<casefolded name>";
+# * CreateSession only with a valid session proof (store.auth: an HMAC keyed with the user's stored
+#   password hash -- a stranger cannot log in as anyone), keyed "user:<id>", at most SESSION_TTL_MS long;
+# * RevokeSession keyed "session:<hash prefix>" of its own token;
+# * commands acting for a session (bookings, admin commands) keyed "user:<id of that session>", so nobody
+#   can read or pre-empt another user's exactly-once results; the apply re-checks the session and role;
+# * ConfirmPayment (whose charge outcome only the gateway that talked to the payment provider can vouch
+#   for) only from an authenticated peer -- today every caller, see the TODO;
+# * `ts_ms` within FORWARD_PAST_MS / FORWARD_FUTURE_MS of the leader's clock (the apply trusts it: holds,
+#   session expiry and refund tiers depend on it), and the store's input rules (rules.precheck).
+#
+# What remains open until peer authentication: whoever knows a session's token HASH (not the token) can act
+# for that session over Propose -- hashes never leave the nodes through any RPC, but they are in the database
+# files and backups; and a forged ConfirmPayment could claim a charge that never happened.
+
+FORWARD_PAST_MS = 120_000  # a follower's retries (Submitter: 10 s) and clock skew between nodes
+FORWARD_FUTURE_MS = 60_000
+FORWARD_MAX_BYTES = 1 << 20
+
+LEADER_ONLY_COMMANDS: tuple[type[CommandBase], ...] = (BootstrapAdmin, SetMember, RemoveMember, ExpireHolds,
+                                                       SettleRefunds)
+SESSION_COMMANDS: tuple[type[CommandBase], ...] = (SetUserRole, CreateStation, AddTrain, ScheduleRuns,
+                                                   AddTrainService, CancelRun, HoldSeats, ConfirmPayment,
+                                                   CancelBooking)
+PEER_ONLY_COMMANDS: tuple[type[CommandBase], ...] = (ConfirmPayment,)
+
+
+def _denied(message: str) -> GRPCError:
+    return GRPCError(Status.PERMISSION_DENIED, f"forwarded command refused: {message}")
+
+
+async def check_forwarded(node: Node, data: bytes, *, peer_ok: bool, now: int | None = None) -> CommandBase:
+    """The command in `data` if the leader may propose it for a caller of NodeService.Propose; else
+    INVALID_ARGUMENT (not a valid command) or PERMISSION_DENIED / UNAUTHENTICATED (see above).
+
+    `peer_ok`: the caller is an authenticated peer (gateway.rpc.peer_authenticated).
+    """
+    if len(data) > FORWARD_MAX_BYTES:
+        raise invalid(f"a command is at most {FORWARD_MAX_BYTES} bytes")
+    try:
+        cmd = decode_command(bytes(data))
+        rules.precheck(cmd)
+    except (ValueError, RecursionError) as e:  # CommandDecodeError is a ValueError
+        raise invalid(f"not a valid command: {e}") from None
+    kind = type(cmd).__name__
+    if isinstance(cmd, LEADER_ONLY_COMMANDS):
+        raise _denied(f"{kind} is proposed by the leader itself, never forwarded")
+    if isinstance(cmd, PEER_ONLY_COMMANDS) and not peer_ok:
+        raise _denied(f"{kind} is accepted only from another node")
+    now = now_ms() if now is None else now
+    if not now - FORWARD_PAST_MS <= cmd.ts_ms <= now + FORWARD_FUTURE_MS:
+        raise invalid(f"{kind}.ts_ms is {cmd.ts_ms - now:+d} ms off this node's clock")
+
+    async def lookup(fn: Callable[..., Any], *args: Any) -> Any:
+        # This node's view first; a miss is confirmed after a read barrier (a row committed a moment ago).
+        got = await trio_call(node.db.read, fn, *args)
+        if got is None:
+            await trio_call(node.read_barrier, False, READ_TIMEOUT_S)
+            got = await trio_call(node.db.read, fn, *args)
+        return got
+
+    if isinstance(cmd, RegisterUser):
+        if cmd.role != rules.ROLE_CUSTOMER:
+            raise _denied("a forwarded registration is for a customer account")
+        if cmd.client_id != f"register:{cmd.username.casefold()}":
+            raise _denied("a registration is keyed by its username")
+    elif isinstance(cmd, CreateSession):
+        if cmd.client_id != f"user:{cmd.user_id}":
+            raise _denied("a session is keyed by its user")
+        if cmd.expires_at_ms - cmd.ts_ms > SESSION_TTL_MS:
+            raise _denied(f"a session lasts at most {SESSION_TTL_MS // 3_600_000} hours")
+        user = await lookup(queries.user_by_id, cmd.user_id)
+        if user is None or not auth.check_session_proof(user.password_hash, cmd.proof, cmd.user_id,
+                                                        cmd.token_sha256, cmd.ts_ms, cmd.expires_at_ms):
+            raise _denied("no valid proof that the password was checked")
+    elif isinstance(cmd, RevokeSession):
+        if cmd.client_id != f"session:{cmd.token_sha256[:32]}":
+            raise _denied("a logout is keyed by its session")
+    elif isinstance(cmd, SESSION_COMMANDS):
+        info = await lookup(queries.session, cmd.token_sha256)  # type: ignore[attr-defined]
+        if info is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "not logged in (unknown session)")
+        if cmd.client_id != f"user:{info.user_id}":
+            raise _denied("a command is keyed by the user of its session")
+    else:  # a command kind added later: refuse until someone decides how it is forwarded
+        raise _denied(f"{kind} is not forwarded by gateways")
+    return cmd

@@ -109,6 +109,7 @@ from .submit import Submitter
 log = logging.getLogger("railraft.booking")
 
 LIST_LIMIT_MAX = 1000
+RUN_ID_MAX = 2**62  # ids are SQLite integers; the wire's uint64 goes beyond (rules.precheck's bound)
 
 
 # ================================================================================================ mapping
@@ -128,6 +129,15 @@ def seat_class_name(value: Any) -> str:
 def seat_class_of(name: str) -> SeatClass:
     """The SeatClass of a store class name."""
     return SeatClass[name]
+
+
+def run_id_of(value: int) -> int:
+    """A run id as the store can hold it (1 .. 2**62, as rules.precheck says); INVALID_ARGUMENT otherwise."""
+    if not value:
+        raise invalid("run_id is required")
+    if not 1 <= value <= RUN_ID_MAX:
+        raise invalid(f"run_id must be between 1 and {RUN_ID_MAX}")
+    return value
 
 
 def consistency_of(value: Any) -> int:
@@ -259,8 +269,9 @@ class BookingService(LeaderHintMixin, BookingBase):
         res = raise_for(await self.core.register(username, req.password, check_request_id(req.request_id)))
         return await self._open_session(int(res.data["user_id"]), username, rules.ROLE_CUSTOMER)
 
-    async def _open_session(self, user_id: int, username: str, role: str) -> Session:
-        token, expires_at_ms, res = await self.core.open_session(user_id)
+    async def _open_session(self, user_id: int, username: str, role: str, password_hash: str | None = None
+                            ) -> Session:
+        token, expires_at_ms, res = await self.core.open_session(user_id, password_hash)
         raise_for(res)
         return Session(token=token, user=UserInfo(id=user_id, username=res.data.get("username", username),
                                                   role=res.data.get("role", role)),
@@ -270,7 +281,7 @@ class BookingService(LeaderHintMixin, BookingBase):
         user = await self.core.authenticate(login_request.username, login_request.password)
         if user is None:
             raise GRPCError(Status.UNAUTHENTICATED, "wrong username or password")
-        return await self._open_session(user.id, user.username, user.role)
+        return await self._open_session(user.id, user.username, user.role, user.password_hash)
 
     async def logout(self, logout_request: LogoutRequest) -> Ack:
         req = logout_request
@@ -325,8 +336,7 @@ class BookingService(LeaderHintMixin, BookingBase):
 
     async def seat_map(self, seat_map_request: SeatMapRequest) -> SeatMapResponse:
         req = seat_map_request
-        if not req.run_id:
-            raise invalid("run_id is required")
+        run_id_of(req.run_id)
         a, b = station_code(req.from_station, "from_station"), station_code(req.to_station, "to_station")
         coach = req.coach.strip().upper()
         if coach:
@@ -547,6 +557,7 @@ class BookingService(LeaderHintMixin, BookingBase):
     async def run_report(self, run_report_request: RunReportRequest) -> RunReportResponse:
         req = run_report_request
         consistency = consistency_of(req.consistency)
+        run_id_of(req.run_id)
         await self.core.session(req.token, consistency, admin=True)
         try:
             rep, run = await self.core.read(consistency, _report, req.run_id)

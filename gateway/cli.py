@@ -606,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_booking_commands(sub)
 
+    from .backup import add_backup_commands  # `railraft backup` and `railraft restore` (gateway/backup.py)
+
+    add_backup_commands(sub)
     return parser
 
 

@@ -3,10 +3,19 @@
 grpclib runs handlers on asyncio (inside trio-asyncio); the node is Trio code, reached with `trio_call`.
 A node that cannot serve a request answers UNAVAILABLE with the leader hint in trailing metadata
 (`leader-id`, `leader-addr`) and, for clients that only see the message, `leader=ID@HOST:PORT` in its text.
+
+Every handler wrapped by `LeaderHintMixin` also gets:
+
+* hostile-input safety at the decoding edge: a request whose bytes are not a valid message of its type
+  (random bytes, a truncated encoding, invalid UTF-8 in a string field, an overlong varint) is answered
+  INVALID_ARGUMENT instead of grpclib's UNKNOWN "Internal Server Error";
+* the calling stream in a context variable, so code below the handler can ask who is calling:
+  `peer_host()` (the client's IP address, for login throttling) and `peer_authenticated()`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +23,7 @@ from typing import Any
 import trio_asyncio
 from grpclib import GRPCError
 from grpclib.const import Handler, Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from actors.node import NodeStopping, NotLeaderError
 
@@ -49,10 +59,79 @@ class LeaderHintMixin:
         return {path: Handler(_wrap(h.func), h.cardinality, h.request_type, h.reply_type) for path, h in mapping.items()}
 
 
+# The grpclib server stream of the request being handled (None outside a handler, e.g. in unit tests).
+_STREAM: contextvars.ContextVar[Any] = contextvars.ContextVar("railraft_rpc_stream", default=None)
+
+
+def current_stream() -> Any:
+    """The grpclib server stream of the RPC being handled, or None outside a wrapped handler."""
+    return _STREAM.get()
+
+
+def peer_host(stream: Any = None) -> str:
+    """The calling client's IP address ("" if unknown: no stream, or a transport without a peer address).
+
+    Only the host: a client opens a new port per connection, so a port would separate nothing.
+    """
+    stream = stream if stream is not None else _STREAM.get()
+    if stream is None:
+        return ""
+    try:
+        addr = stream.peer.addr()
+    except Exception:  # noqa: BLE001 - a closed transport; treat as unknown
+        return ""
+    if not addr:
+        return ""
+    return str(addr[0]) if isinstance(addr, (tuple, list)) else str(addr)
+
+
+def peer_authenticated(stream: Any = None) -> bool:
+    """Whether the caller is an authenticated railraft peer (another node of this cluster).
+
+    TODO(peer-auth): always True until peer authentication (HMAC over a cluster secret) exists.  The one user
+    today is NodeService.Propose, for the command kinds whose facts only a trusted gateway can vouch for (a
+    ConfirmPayment's charge outcome, see gateway.services.check_forwarded).  Make this verify the peer's
+    credentials on `stream` (default: the current one) and those kinds are closed to outsiders.
+    """
+    return True
+
+
+class _SafeStream:
+    """A grpclib server stream whose `recv_message` answers undecodable bytes with INVALID_ARGUMENT.
+
+    The codec (betterproto, with the Rust codec when installed) raises RuntimeError/ValueError/... for bytes
+    that are not a valid encoding; grpclib would turn that into UNKNOWN.  Everything else is delegated.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def recv_message(self) -> Any:
+        try:
+            return await self._stream.recv_message()
+        except (GRPCError, StreamTerminatedError, ProtocolError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any decoding failure is the request's fault
+            raise GRPCError(Status.INVALID_ARGUMENT,
+                            f"malformed request: not a valid {_type_name(self._stream)} message"
+                            f" ({type(e).__name__})") from None
+
+
+def _type_name(stream: Any) -> str:
+    t = getattr(stream, "_recv_type", None)
+    return getattr(t, "__name__", "request")
+
+
 def _wrap(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
     async def handler(stream: Any) -> None:
+        token = _STREAM.set(stream)
         try:
-            await func(stream)
+            await func(_SafeStream(stream))
         except NotLeaderError as e:
             # grpclib refuses empty metadata values: with no known leader, leader-addr is left out.
             hint = {"leader-id": str(e.leader_id)}
@@ -67,5 +146,7 @@ def _wrap(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[N
             raise GRPCError(Status.UNAVAILABLE, "this node is shutting down; try another node") from None
         except TimeoutError as e:
             raise GRPCError(Status.UNAVAILABLE, f"the cluster did not answer in time ({e}); try again") from None
+        finally:
+            _STREAM.reset(token)
 
     return handler

@@ -9,15 +9,25 @@ apply stays deterministic; any node accepts any call and forwards writes to the 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import trio
+from grpclib import GRPCError
+from grpclib.const import Status
 
-from actors.node import Node, NotLeaderError
+from actors.node import Node, NotLeaderError, ProposalLost
 from proto.gen.railraft.node.v1 import (
     AddNodeRequest,
     AdminResponse,
+    BackupChunk,
+    BackupInfo,
+    BackupRequest,
     CreateAdminRequest,
     Member,
     NodeBase,
@@ -49,12 +59,17 @@ from store.commands import (
     encode_result,
 )
 
-from .booking_core import BookingCore, new_request_id, now_ms
-from .rpc import LeaderHintMixin, trio_call
+from .booking_core import READ_TIMEOUT_S, STALE, BookingCore, new_request_id, now_ms
+from .booking_core import check_forwarded
+from .rpc import LeaderHintMixin, peer_authenticated, trio_call
 from .submit import Submitter
 from .ticketing_compat import TicketingCompatMixin
 
 CATCH_UP_TIMEOUT_S = 60.0
+BACKUP_CHUNK_BYTES = 1 << 20  # as InstallSnapshot's chunks
+BACKUP_CHUNK_MIN = 64 << 10  # smaller requests are rounded up (a 1-byte chunk size would be a DoS)
+BACKUP_CHUNK_MAX = 4 << 20  # grpclib's default message size limit
+BACKUP_PREFIX = "backup-"  # temporary copies in the snapshot directory (never matched by snap-*/recv-*)
 
 
 class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
@@ -81,10 +96,15 @@ class TicketingService(TicketingCompatMixin, LeaderHintMixin, TicketingBase):
 
     async def login(self, login_request: LoginRequest) -> LoginResponse:
         # LoginRequest.request_id is deliberately not used: see BookingCore.open_session.
-        user = await self.core.authenticate(login_request.username, login_request.password)
+        try:
+            user = await self.core.authenticate(login_request.username, login_request.password)
+        except GRPCError as e:
+            if e.status != Status.RESOURCE_EXHAUSTED:
+                raise
+            return LoginResponse(success=False, message=e.message or "too many failed login attempts")
         if user is None:
             return LoginResponse(success=False, message="wrong username or password")
-        token, _expires, res = await self.core.open_session(user.id)
+        token, _expires, res = await self.core.open_session(user.id, user.password_hash)
         if not res.ok:
             return LoginResponse(success=False, message=res.message)
         return LoginResponse(success=True, message=f"Logged in as {user.username}", token=token, role=user.role)
@@ -104,6 +124,8 @@ class NodeService(LeaderHintMixin, NodeBase):
     def __init__(self, node: Node, submitter: Submitter) -> None:
         self.node = node
         self.submitter = submitter
+        self._backups: set[Path] = set()  # backup copies being streamed right now
+        self._sessions = BookingCore(node, submitter)  # checks the administrator's session of a Backup call
 
     async def status(self, status_request: StatusRequest) -> NodeStatus:
         st = self.node.status()
@@ -127,8 +149,21 @@ class NodeService(LeaderHintMixin, NodeBase):
 
     async def propose(self, propose_request: ProposeRequest) -> ProposeResponse:
         # Forwarded writes are proposed here only: if we are not the leader either, the sender retries.
-        result, index = await trio_call(self.node.propose, propose_request.command, 10.0)
+        # Anyone can call this, so only what a gateway forwards gets through (booking_core.check_forwarded).
+        if not self.node.is_leader():
+            raise NotLeaderError(self.node.leader, self.node.leader_address(), "forwarded writes go to the leader")
+        data = bytes(propose_request.command)
+        await check_forwarded(self.node, data, peer_ok=peer_authenticated())
+        result, index = await trio_call(self.node.propose, data, 10.0)
         return ProposeResponse(result=encode_result(result), index=index)
+
+    async def _propose_here(self, cmd: Any) -> Any:
+        """Propose a leader-internal command on this node (the leader); NotLeaderError -> UNAVAILABLE."""
+        try:
+            result, _index = await trio_call(self.node.propose, encode_command(cmd), 10.0)
+        except ProposalLost:
+            raise GRPCError(Status.UNAVAILABLE, "leadership changed during the request; try again") from None
+        return result
 
     async def _forward_admin(self, method: str, request: Any) -> AdminResponse | None:
         """Run an admin call on the leader if that is not us; None means: we lead, do it here."""
@@ -185,7 +220,7 @@ class NodeService(LeaderHintMixin, NodeBase):
             request_id=f"add-{req.id}-{req.host}-{req.port}", client_id="admin", ts_ms=now_ms(),
             node_id=req.id, host=req.host, port=req.port,
         )
-        res = await self.submitter.submit(encode_command(cmd))
+        res = await self._propose_here(cmd)
         if not res.ok:
             return AdminResponse(ok=False, message=res.message, leader_id=self.node.leader)
         try:
@@ -226,8 +261,8 @@ class NodeService(LeaderHintMixin, NodeBase):
         # The address book first: once the node is out of the configuration nothing needs its address.
         cmd = RemoveMember(request_id=f"remove-{nid}-{os.urandom(4).hex()}", client_id="admin", ts_ms=now_ms(), node_id=nid)
         try:
-            await self.submitter.submit(encode_command(cmd))
-        except TimeoutError:
+            await self._propose_here(cmd)
+        except (TimeoutError, GRPCError):
             pass  # cosmetic: the configuration change below is what matters
         try:
             await trio_call(self.node.change_membership, ConfChange(ConfChangeType.REMOVE, nid))
@@ -236,7 +271,12 @@ class NodeService(LeaderHintMixin, NodeBase):
         return AdminResponse(ok=True, message=f"node {nid} removed", leader_id=self.node.leader)
 
     async def create_admin(self, create_admin_request: CreateAdminRequest) -> AdminResponse:
-        """`railraft admin create`: the first administrator (the state machine refuses once one exists)."""
+        """`railraft admin create`: the first administrator (the state machine refuses once one exists).
+
+        Runs on the leader (BootstrapAdmin is not accepted over Propose)."""
+        fwd = await self._forward_admin("create_admin", create_admin_request)
+        if fwd is not None:
+            return fwd
         req = create_admin_request
         try:
             username = auth.validate_username(req.username)
@@ -248,10 +288,111 @@ class NodeService(LeaderHintMixin, NodeBase):
             request_id=new_request_id(), client_id=f"admin-create:{username.casefold()}", ts_ms=now_ms(),
             username=username, password_hash=pw_hash,
         )
-        res = await self.submitter.submit(encode_command(cmd))
+        res = await self._propose_here(cmd)
         if res.ok:
             return AdminResponse(ok=True, message=f"administrator {username!r} created", leader_id=self.node.leader)
         return AdminResponse(ok=False, message=res.message, leader_id=self.node.leader)
+
+    async def backup(self, backup_request: BackupRequest) -> AsyncIterator[BackupChunk]:
+        """`railraft backup` (gateway.backup): a consistent copy of the database, streamed in chunks.
+
+        Leader only (NotLeaderError -> UNAVAILABLE with the leader hint).  The read barrier comes first, so
+        the copy -- taken afterwards, at whatever index is applied then -- holds every write acknowledged
+        before the call arrived.  Then the caller must be a live administrator session (the session is
+        read after the barrier, so a just-revoked token is refused): a backup holds every password hash and
+        booking.  The copy is `Database.snapshot`, the same single-file SQLite copy the node takes for
+        InstallSnapshot; it holds the DB writer for the copy's duration (applies wait, as for a snapshot).
+        """
+        req = backup_request
+        chunk_bytes = max(req.chunk_bytes or BACKUP_CHUNK_BYTES, BACKUP_CHUNK_MIN)
+        if chunk_bytes > BACKUP_CHUNK_MAX:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"chunk_bytes must be at most {BACKUP_CHUNK_MAX}")
+        if not self.node.is_leader():
+            raise NotLeaderError(self.node.leader, self.node.leader_address(), "backups are taken on the leader")
+        read_index = await trio_call(self.node.read_barrier, False, READ_TIMEOUT_S)
+        await self._sessions.session(req.token, STALE, admin=True)
+        snap_dir = self.node.s.snapshot_dir
+        dest = snap_dir / f"{BACKUP_PREFIX}{os.urandom(6).hex()}.db"
+        loop = asyncio.get_running_loop()
+        self._backups.add(dest)
+        try:
+            await loop.run_in_executor(None, _remove_stale_backups, snap_dir, set(self._backups))
+            index = term = 0
+            for _ in range(3):
+                index = await trio_call(self.node.db.snapshot, dest)
+                # The log position of the copy.  None only if the log was compacted past `index` (a
+                # snapshot taken or installed meanwhile): copy again, at the newer index.
+                term, conf = await trio_call(self.node.call, functools.partial(_log_position, index=index))
+                if term is not None:
+                    break
+            else:
+                raise GRPCError(Status.UNAVAILABLE, "the log moved on under the backup three times; try again")
+            size, digest, schema_version = await loop.run_in_executor(None, _describe_copy, dest)
+            members = []
+            for kind, ids in (("voter", conf.voters), ("learner", conf.learners)):
+                for nid in sorted(ids):
+                    host, port = self.node.addresses.get(nid, ("", 0))
+                    members.append(Member(id=nid, host=host, port=port, kind=kind))
+            info = BackupInfo(
+                applied_index=index, term=term, cluster_id=self.node.s.cluster_id, members=members, size=size,
+                sha256=digest, schema_version=schema_version, node_id=self.node.id, created_ms=now_ms(),
+                read_index=read_index,
+            )
+            with open(dest, "rb") as fh:
+                offset = 0
+                data = await loop.run_in_executor(None, fh.read, chunk_bytes)
+                while True:
+                    nxt = await loop.run_in_executor(None, fh.read, chunk_bytes) if data else b""
+                    last = not nxt
+                    yield BackupChunk(info=info if offset == 0 else None, offset=offset, data=data, last=last)
+                    if last:
+                        break
+                    offset += len(data)
+                    data = nxt
+        finally:
+            # No await here: this also runs when the caller went away and the generator is being closed.
+            self._backups.discard(dest)
+            _remove_quietly(dest)
+
+
+def _log_position(core: Any, index: int) -> tuple[int | None, Any]:
+    """(term, configuration) at `index` in the Raft log (run inside the consensus actor)."""
+    return core.log.term(index), core.log.conf_at(index)
+
+
+def _describe_copy(path: Path) -> tuple[int, str, int]:
+    """Size, SHA-256 and schema version of a backup copy (on a worker thread)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+    return size, h.hexdigest(), int(version)
+
+
+def _remove_quietly(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".tmp")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_backups(snap_dir: Path, active: set[Path]) -> None:
+    """Copies left behind by a backup that died with its node (no stream in this process owns them)."""
+    names = {p.name for p in active}
+    for p in snap_dir.glob(f"{BACKUP_PREFIX}*"):
+        if p.name.partition(".db")[0] + ".db" not in names:
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 __all__ = ["TicketingService", "NodeService", "Role"]

@@ -189,6 +189,8 @@ class TicketingCompatMixin:
                 arrival=req.datetime_of_arrival.strip(),
                 seat_info=[(int(s.seat_type), s.seats_available, s.price) for s in req.seat_info],
             )
+        except OverflowError:  # an infinite price (rupees are a double on the wire)
+            raise GRPCError(Status.INVALID_ARGUMENT, "price must be a finite number of rupees") from None
         except ValueError as e:
             raise _bad(e) from None
         res = await self.core.submit(cmd)

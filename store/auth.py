@@ -7,6 +7,16 @@ token's SHA-256) go into commands, and every replica applies exactly those value
 A login: `user = db.read(queries.user_by_name, name)`; `verify_password(pw, user.password_hash)`;
 `token, digest = new_session_token()`; propose `CreateSession(user_id=user.id, token_sha256=digest, ...)`;
 hand `token` to the client.  Later requests present the token; the gateway looks up `token_hash(token)`.
+
+Session proofs.  A CreateSession says "this user logged in"; the node that checked the password proposes it,
+and a follower forwards it to the leader over NodeService.Propose.  So that a stranger cannot forge one over
+Propose (a session for the administrator, say), the command carries `session_proof(...)`: an HMAC keyed with
+the user's stored password hash over the session's fields.  Every node holds the hashes (they are in the
+replicated database), nobody outside does; the leader checks the proof before it proposes a forwarded
+CreateSession (gateway.booking_core.check_forwarded).  Only an HMAC goes into the log, never the password.
+
+Timing.  `dummy_verify` burns the same scrypt work as a real check, so a login for a name that does not
+exist takes as long as a wrong password.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ __all__ = [
     "verify_password",
     "new_session_token",
     "token_hash",
+    "session_proof",
+    "check_session_proof",
+    "dummy_verify",
 ]
 
 # scrypt cost: n=2**14, r=8, p=1 takes ~16 MiB and tens of milliseconds -- the interactive-login setting.
@@ -83,3 +96,36 @@ def new_session_token() -> tuple[str, str]:
 def token_hash(token: str) -> str:
     """The SHA-256 hex digest of a session token, as stored in `sessions.token_sha256`."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- session proofs
+
+_PROOF_CONTEXT = b"railraft-session-proof-v1"
+
+
+def session_proof(password_hash: str, user_id: int, token_sha256: str, ts_ms: int, expires_at_ms: int) -> str:
+    """Hex HMAC-SHA256, keyed with the user's stored `password_hash`, over a CreateSession's fields."""
+    msg = b"\0".join((_PROOF_CONTEXT, str(user_id).encode(), token_sha256.encode("utf-8", "surrogatepass"),
+                      str(ts_ms).encode(), str(expires_at_ms).encode()))
+    return hmac.new(password_hash.encode("utf-8", "surrogatepass"), msg, hashlib.sha256).hexdigest()
+
+
+def check_session_proof(password_hash: str, proof: str, user_id: int, token_sha256: str, ts_ms: int,
+                        expires_at_ms: int) -> bool:
+    """True if `proof` is `session_proof` of these fields (constant-time comparison)."""
+    if not password_hash or not isinstance(proof, str) or len(proof) != 64:
+        return False
+    expected = session_proof(password_hash, user_id, token_sha256, ts_ms, expires_at_ms)
+    return hmac.compare_digest(expected.encode(), proof.encode("utf-8", "surrogatepass"))
+
+
+_dummy_hash: str | None = None
+
+
+def dummy_verify(password: str) -> bool:
+    """Spend a password check's work on nothing (for a login whose account does not exist); always False."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password(secrets.token_urlsafe(16))
+    verify_password(password, _dummy_hash)
+    return False

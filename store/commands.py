@@ -143,13 +143,19 @@ class RegisterUser(CommandBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateSession(CommandBase):
-    """A login: the proposer verified the password and made a random token; only its SHA-256 is replicated."""
+    """A login: the proposer verified the password and made a random token; only its SHA-256 is replicated.
+
+    `proof` is store.auth.session_proof (an HMAC keyed with the user's stored password hash) over the other
+    fields: the leader refuses a CreateSession forwarded over NodeService.Propose without a valid one, so
+    only a holder of the replicated database (a node) can make one.  The apply itself ignores it.
+    """
 
     TYPE: ClassVar[str] = "create_session"
 
     user_id: int
     token_sha256: str
     expires_at_ms: int
+    proof: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

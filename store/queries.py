@@ -86,14 +86,27 @@ def admin_exists(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM users WHERE role = 'ADMIN' LIMIT 1").fetchone() is not None
 
 
-def request_result(conn: sqlite3.Connection, client_id: str, request_id: str) -> bytes | None:
+def request_result(conn: sqlite3.Connection, client_id: str, request_id: str, command: str | None = None
+                   ) -> bytes | None:
     """The stored first result (store.commands.encode_result bytes) of request (client_id, request_id), if
     it was applied within the dedup window -- so a proposer can answer a retry before doing side effects
-    again (e.g. charging a card)."""
+    again (e.g. charging a card).
+
+    With `command` (a type tag), a stored result of another kind of command raises RequestIdReused: the
+    request id was reused, this is not a retry."""
     row = conn.execute(
-        "SELECT result FROM client_requests WHERE client_id = ? AND request_id = ?", (client_id, request_id)
+        "SELECT result, command FROM client_requests WHERE client_id = ? AND request_id = ?", (client_id, request_id)
     ).fetchone()
-    return bytes(row[0]) if row else None
+    if row is None:
+        return None
+    if command is not None and row[1] != command:
+        raise RequestIdReused(f"request id {request_id!r} was already used for another kind of request;"
+                              " send a fresh one")
+    return bytes(row[0])
+
+
+class RequestIdReused(ValueError):
+    """A request id that was already used (by the same client) for another kind of request."""
 
 
 def members(conn: sqlite3.Connection) -> list[Member]:

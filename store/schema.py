@@ -19,7 +19,8 @@ from pathlib import PurePath
 #                     clock_ms       the replicated clock: the largest ts_ms of any applied command
 # users:            COLLATE NOCASE so 'Bob' and 'bob' are the same account (usernames are ASCII, see rules.py).
 # sessions:         only the SHA-256 of a token is stored; revoked_ms is NULL while the session is live.
-# client_requests:  exactly-once: the first result of every (client_id, request_id), pruned after 24 h.
+# client_requests:  exactly-once: the first result of every (client_id, request_id), pruned after 24 h, and
+#                   (migration 3) the type tag of the command that produced it.
 # members:          the cluster's replicated address book.
 # Migration 2 adds the booking domain (stations, trains, runs, seats, bookings, payments, refunds); its
 # tables are described in the script itself.
@@ -243,6 +244,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refunds_by_booking ON refunds (booking_id);
     CREATE INDEX refunds_unsettled ON refunds (id) WHERE settled_ms IS NULL;
+    """,
+    # 3: the kind of command (store.commands type tag) each remembered request was, so a request id reused
+    # for another kind of request is refused instead of being answered with the other request's result.
+    """
+    ALTER TABLE client_requests ADD COLUMN command TEXT NOT NULL DEFAULT '';
     """,
 ]
 

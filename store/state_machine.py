@@ -10,8 +10,9 @@ Per batch: one transaction, which also records `applied_index` -- so after a cra
 some applied_index and the node replays the Raft log after it.  Per command: a SAVEPOINT, so a command that
 fails part-way rolls back only its own changes and the rest of the batch still applies.
 
-Exactly-once: the first result of every (client_id, request_id) is stored in `client_requests`; a retry of
-the same request returns that result without applying again.  Rows older than 24 h of replicated time are
+Exactly-once: the first result of every (client_id, request_id) is stored in `client_requests`, with the
+command's type; a retry of the same request returns that result without applying again (a different kind of
+command under the same ids is not a retry: INVALID_ARGUMENT, nothing applied or remembered).  Rows older than 24 h of replicated time are
 pruned at every 1000th log index, so the table stays bounded (and the pruning itself is deterministic).
 """
 
@@ -156,10 +157,15 @@ def _apply_command(conn: sqlite3.Connection, index: int, data: bytes, clock: int
 
     if cmd.request_id:
         row = conn.execute(
-            "SELECT result FROM client_requests WHERE client_id = ? AND request_id = ?",
+            "SELECT result, command FROM client_requests WHERE client_id = ? AND request_id = ?",
             (cmd.client_id, cmd.request_id),
         ).fetchone()
         if row is not None:
+            if row[1] != cmd.TYPE:
+                # Not a retry: the client reused a request id for another kind of request.  Nothing applied,
+                # nothing remembered (the first request keeps its result).
+                return Result.error(INVALID_ARGUMENT, f"request id {cmd.request_id!r} was already used for another"
+                                                      " kind of request; send a fresh one"), clock
             return decode_result(row[0]), clock  # a retry: the first result, nothing re-applied
 
     handler = _HANDLERS[type(cmd)]
@@ -185,9 +191,9 @@ def _apply_command(conn: sqlite3.Connection, index: int, data: bytes, clock: int
     # Failures are remembered too: a retry gets the first answer, not a different one.
     if remember and cmd.request_id:
         conn.execute(
-            "INSERT INTO client_requests (client_id, request_id, applied_index, ts_ms, result)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (cmd.client_id, cmd.request_id, index, cmd.ts_ms, encode_result(result)),
+            "INSERT INTO client_requests (client_id, request_id, applied_index, ts_ms, result, command)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (cmd.client_id, cmd.request_id, index, cmd.ts_ms, encode_result(result), cmd.TYPE),
         )
     conn.execute("RELEASE command")
     return result, clock

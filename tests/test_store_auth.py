@@ -81,3 +81,23 @@ def test_password_validation() -> None:
         assert bad not in str(info.value)  # never echo a password
     with pytest.raises(ValueError, match="must be a string"):
         auth.validate_password(12345678)
+
+
+def test_session_proofs_bind_the_session_to_the_stored_password_hash() -> None:
+    stored = auth.hash_password("correct horse")
+    args = (7, "ab" * 32, 1_700_000_000_000, 1_700_000_360_000)
+    proof = auth.session_proof(stored, *args)
+    assert len(proof) == 64 and auth.check_session_proof(stored, proof, *args)
+    assert not auth.check_session_proof(auth.hash_password("correct horse"), proof, *args)  # another salt
+    for i in range(4):  # any field changed
+        changed = list(args)
+        changed[i] = changed[i] + (1 if isinstance(changed[i], int) else "0")
+        assert not auth.check_session_proof(stored, proof, *changed)
+    for bad in ("", "0" * 64, proof[:-1], proof.upper(), None):
+        assert not auth.check_session_proof(stored, bad, *args)  # type: ignore[arg-type]
+    assert not auth.check_session_proof("", auth.session_proof("", *args), *args)
+
+
+def test_dummy_verify_costs_a_real_check() -> None:
+    assert auth.dummy_verify("anything") is False
+    assert auth._dummy_hash is not None and auth._dummy_hash.startswith("scrypt$16384$8$1$")

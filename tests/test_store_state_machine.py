@@ -310,6 +310,25 @@ def test_duplicate_request_returns_first_result_without_reapplying(conn) -> None
     assert not queries.session(conn, TOKEN_A).revoked
 
 
+def test_a_request_id_reused_for_another_kind_of_command_is_not_a_retry(conn) -> None:
+    [first] = apply_batch(conn, entries([register("alice", client="user:9", rid="same")]))
+    assert first.ok
+    before = dump(conn)
+    # Same client, same request id, another command: refused, nothing applied, nothing remembered.
+    [other] = apply_batch(conn, entries([cmd(SetMember, node_id=3, host="h", port=3, client="user:9", rid="same")],
+                                        start=2))
+    assert other.code == INVALID_ARGUMENT and "already used for another kind of request" in other.message
+    assert queries.members(conn) == []
+    assert dump(conn).replace("'applied_index'|2", "'applied_index'|1") == before
+    # The real retry still gets the first answer; the stored kind is the command's type tag.
+    [again] = apply_batch(conn, entries([register("alice", client="user:9", rid="same")], start=3))
+    assert again == first
+    assert conn.execute("SELECT command FROM client_requests").fetchall() == [("register_user",)]
+    with pytest.raises(queries.RequestIdReused):
+        queries.request_result(conn, "user:9", "same", "set_member")
+    assert queries.request_result(conn, "user:9", "same", "register_user") is not None
+
+
 def test_empty_request_id_opts_out_of_deduplication(conn) -> None:
     a = cmd(SetMember, node_id=1, host="h", port=1, rid="")
     b = cmd(SetMember, node_id=1, host="h2", port=2, rid="")

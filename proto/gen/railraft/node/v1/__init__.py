@@ -6,6 +6,7 @@
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
+    AsyncIterator,
     Dict,
     List,
     Optional,
@@ -119,6 +120,63 @@ class CreateAdminRequest(betterproto.Message):
     password: str = betterproto.string_field(2)
 
 
+@dataclass(eq=False, repr=False)
+class BackupRequest(betterproto.Message):
+    token: str = betterproto.string_field(1)
+    """an administrator's session token (railraft.v1.Booking Login)"""
+
+    chunk_bytes: int = betterproto.uint32_field(2)
+    """
+    payload bytes per chunk: 0 = the server's default (1 MiB); less than 64 KiB counts as 64 KiB; at most 4 MiB
+    """
+
+
+@dataclass(eq=False, repr=False)
+class BackupInfo(betterproto.Message):
+    applied_index: int = betterproto.uint64_field(1)
+    """
+    the database holds exactly the effects of log entries 1..applied_index
+    """
+
+    term: int = betterproto.uint64_field(2)
+    """term of the entry at applied_index"""
+
+    cluster_id: str = betterproto.string_field(3)
+    members: List["Member"] = betterproto.message_field(4)
+    """
+    the Raft configuration in force at applied_index, with the addresses the serving node knows
+    """
+
+    size: int = betterproto.uint64_field(5)
+    """payload size in bytes and its SHA-256 (lowercase hex)"""
+
+    sha256: str = betterproto.string_field(6)
+    schema_version: int = betterproto.uint32_field(7)
+    """SQLite `PRAGMA user_version` of the payload (store.schema)"""
+
+    node_id: int = betterproto.uint64_field(8)
+    """
+    the node that took it, and when (epoch milliseconds, the node's clock)
+    """
+
+    created_ms: int = betterproto.int64_field(9)
+    read_index: int = betterproto.uint64_field(10)
+    """the read index the barrier confirmed (<= applied_index)"""
+
+
+@dataclass(eq=False, repr=False)
+class BackupChunk(betterproto.Message):
+    info: "BackupInfo" = betterproto.message_field(1)
+    """only in the first chunk"""
+
+    offset: int = betterproto.uint64_field(2)
+    """where `data` goes in the payload"""
+
+    data: bytes = betterproto.bytes_field(3)
+    last: bool = betterproto.bool_field(4)
+    """set on the final chunk (which may carry no data)"""
+
+
 class NodeStub(betterproto.ServiceStub):
     async def status(
         self,
@@ -222,6 +280,24 @@ class NodeStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def backup(
+        self,
+        backup_request: "BackupRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> AsyncIterator[BackupChunk]:
+        async for response in self._unary_stream(
+            "/railraft.node.v1.Node/Backup",
+            backup_request,
+            BackupChunk,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class NodeBase(ServiceBase):
 
@@ -248,6 +324,12 @@ class NodeBase(ServiceBase):
         self, create_admin_request: "CreateAdminRequest"
     ) -> "AdminResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def backup(
+        self, backup_request: "BackupRequest"
+    ) -> AsyncIterator[BackupChunk]:
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield BackupChunk()
 
     async def __rpc_status(
         self, stream: "grpclib.server.Stream[StatusRequest, NodeStatus]"
@@ -291,6 +373,16 @@ class NodeBase(ServiceBase):
         response = await self.create_admin(request)
         await stream.send_message(response)
 
+    async def __rpc_backup(
+        self, stream: "grpclib.server.Stream[BackupRequest, BackupChunk]"
+    ) -> None:
+        request = await stream.recv_message()
+        await self._call_rpc_handler_server_stream(
+            self.backup,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/railraft.node.v1.Node/Status": grpclib.const.Handler(
@@ -328,5 +420,11 @@ class NodeBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CreateAdminRequest,
                 AdminResponse,
+            ),
+            "/railraft.node.v1.Node/Backup": grpclib.const.Handler(
+                self.__rpc_backup,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                BackupRequest,
+                BackupChunk,
             ),
         }
