@@ -115,6 +115,8 @@ class NodeSettings:
     snapshot_entries: int = 10000
     seed: int | None = None
     restart_policy: RestartPolicy = RestartPolicy()
+    # Where to connect to some peers instead of their address (cluster.toml `dial`: a proxy, in fault tests).
+    dial: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:

@@ -11,6 +11,11 @@ Admin calls (`add_node`, `remove_node`, `transfer_leader`) and the Ticketing cal
 gateway.client.RailraftClient's engine: they go to the leader (any node would forward them), follow leader
 hints, skip a node that answers UNAVAILABLE (no leader known yet, shutting down) or cannot be reached, and
 retry with backoff until their deadline.  For the railraft.v1.Booking API use RailraftClient itself.
+
+On a cluster with a secret (gateway/peer_auth.py) the admin calls need it: pass `secret=` (bytes or hex), else
+RAILRAFT_CLUSTER_SECRET is used; the CLI reads the file that --config's `secret_file` names.  Each attempt is
+then signed as the operator (node id 0) with a fresh nonce; the cluster id that goes into the MAC is asked
+of the nodes (Status) unless given.  An administrator's session `token=` works instead of the secret.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any, TypeVar
 from grpclib import GRPCError
 from grpclib.client import Channel
 
+from actors.config import cluster_secret, parse_secret
 from proto.gen.railraft.node.v1 import AdminResponse, NodeStatus, NodeStub, StatusRequest
 from proto.gen.train_booking import LoginRequest, LoginResponse, LogoutRequest, RegisterRequest, StatusResponse
 
 from .client import CONNECT_ERRORS, RETRYABLE_STATUSES, RailraftClient, Unavailable, Route, parse_addresses
+from .peer_auth import ClusterAuth
 from .rpc import parse_leader_hint
 
 T = TypeVar("T")
@@ -53,7 +60,7 @@ ClusterUnavailable = Unavailable
 __all__ = [
     "ClusterUnavailable", "parse_addresses", "status_to_dict", "down_entry", "node_status", "leader_of",
     "cluster_status", "discover_status", "wait_for_leader", "call_any", "admin_to_dict", "add_node",
-    "remove_node", "transfer_leader", "register", "login", "logout", "format_status_table",
+    "remove_node", "transfer_leader", "register", "login", "logout", "format_status_table", "operator_auth",
 ]
 
 
@@ -206,17 +213,47 @@ def _client(addrs: Sequence[str], timeout: float) -> RailraftClient:
     return RailraftClient(list(addrs), timeout=timeout, attempt_timeout=timeout)
 
 
-async def add_node(addrs: Sequence[str], node_id: int, host: str, port: int,
-                   timeout: float = ADMIN_TIMEOUT_S) -> dict[str, Any]:
-    """Ask the cluster to add node_id at host:port (learner, catch up, voter)."""
+async def operator_auth(addrs: Sequence[str], secret: bytes | str | None = None, *, cluster_id: str | None = None,
+                        timeout: float = STATUS_TIMEOUT_S) -> ClusterAuth | None:
+    """The operator's ClusterAuth for admin calls to the cluster at `addrs`: `secret` (bytes, or its hex text),
+    else RAILRAFT_CLUSTER_SECRET; None if neither is given.  Without `cluster_id` the nodes are asked for it
+    (ClusterUnavailable if none answers within `timeout`; ValueError if they name different clusters)."""
+    if isinstance(secret, str):
+        secret = parse_secret(secret, "the cluster secret")
+    if secret is None:
+        secret = cluster_secret(None)
+    if secret is None:
+        return None
+    deadline = time.monotonic() + timeout
+    while cluster_id is None:
+        st = await cluster_status(addrs, timeout=max(0.2, min(STATUS_TIMEOUT_S, deadline - time.monotonic())))
+        ids = {n["cluster_id"] for n in st["nodes"] if n.get("up")}
+        if len(ids) > 1:
+            raise ValueError(f"the nodes {', '.join(addrs)} belong to different clusters: {sorted(ids)}")
+        if ids:
+            cluster_id = ids.pop()
+        elif time.monotonic() >= deadline:
+            raise ClusterUnavailable(f"no node of {', '.join(addrs)} answered (to learn the cluster id)")
+        else:
+            await asyncio.sleep(0.1)
+    return ClusterAuth(secret, cluster_id)
+
+
+async def add_node(addrs: Sequence[str], node_id: int, host: str, port: int, timeout: float = ADMIN_TIMEOUT_S,
+                   *, secret: bytes | str | None = None, token: str | None = None) -> dict[str, Any]:
+    """Ask the cluster to add node_id at host:port (learner, catch up, voter).  `secret` / `token`: see the
+    module docstring."""
+    auth = await operator_auth(addrs, secret, timeout=min(timeout, CALL_TIMEOUT_S)) if not token else None
     async with _client(addrs, timeout) as rr:
-        return admin_to_dict(await rr.add_node(node_id, host, port, timeout=timeout))
+        return admin_to_dict(await rr.add_node(node_id, host, port, timeout=timeout, token=token, auth=auth))
 
 
-async def remove_node(addrs: Sequence[str], node_id: int, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+async def remove_node(addrs: Sequence[str], node_id: int, timeout: float = CALL_TIMEOUT_S, *,
+                      secret: bytes | str | None = None, token: str | None = None) -> dict[str, Any]:
     """Ask the cluster to remove node_id."""
+    auth = await operator_auth(addrs, secret, timeout=timeout) if not token else None
     async with _client(addrs, timeout) as rr:
-        return admin_to_dict(await rr.remove_node(node_id, timeout=timeout))
+        return admin_to_dict(await rr.remove_node(node_id, timeout=timeout, token=token, auth=auth))
 
 
 async def create_admin(addrs: Sequence[str], username: str, password: str,
@@ -226,10 +263,12 @@ async def create_admin(addrs: Sequence[str], username: str, password: str,
         return admin_to_dict(await rr.create_admin(username, password, timeout=timeout))
 
 
-async def transfer_leader(addrs: Sequence[str], to: int = 0, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+async def transfer_leader(addrs: Sequence[str], to: int = 0, timeout: float = CALL_TIMEOUT_S, *,
+                          secret: bytes | str | None = None, token: str | None = None) -> dict[str, Any]:
     """Move leadership to node `to` (0: the most up-to-date other voter)."""
+    auth = await operator_auth(addrs, secret, timeout=timeout) if not token else None
     async with _client(addrs, timeout) as rr:
-        return admin_to_dict(await rr.transfer_leader(to, timeout=timeout))
+        return admin_to_dict(await rr.transfer_leader(to, timeout=timeout, token=token, auth=auth))
 
 
 # The original API (train_booking.Ticketing), through the same engine as RailraftClient: writes go to the

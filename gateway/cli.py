@@ -336,6 +336,17 @@ def _admin_result(args: argparse.Namespace, res: dict[str, Any]) -> int:
     return 0 if res["ok"] else 1
 
 
+def _cluster_secret(args: argparse.Namespace) -> bytes | None:
+    """The cluster secret for the admin commands: the file --config (else --data-dir's cluster.toml) names
+    with `secret_file`, else RAILRAFT_CLUSTER_SECRET, else None."""
+    from actors.config import cluster_secret, load_config
+
+    config = getattr(args, "config", None)
+    if not config and getattr(args, "data_dir", None) and (Path(args.data_dir) / "cluster.toml").exists():
+        config = Path(args.data_dir) / "cluster.toml"
+    return cluster_secret(load_config(config) if config else None)
+
+
 @_client_errors
 def _cmd_add_node(args: argparse.Namespace) -> int:
     from . import admin_client as ac
@@ -348,24 +359,44 @@ def _cmd_add_node(args: argparse.Namespace) -> int:
         )
         if not args.json:
             print(f"started node {args.id} on {args.host}:{args.port}, pid {pid}, log {log_path}")
-    res = _run_client(ac.add_node(addrs, args.id, args.host, args.port))
+    try:
+        res = _run_client(ac.add_node(addrs, args.id, args.host, args.port, secret=_cluster_secret(args)))
+    except BaseException:
+        if args.start:
+            _stop_started_node(pid)
+        raise
     if args.start:
         res["pid"] = pid
+        if not res.get("ok"):
+            _stop_started_node(pid)  # the cluster refused it: do not leave the node we launched running
     return _admin_result(args, res)
+
+
+def _stop_started_node(pid: int) -> None:
+    """SIGTERM the node `add-node --start` launched (it was refused or the call failed), and say so."""
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+        print(f"stopped the node we started (pid {pid}): it was not added", file=sys.stderr)
+    except ProcessLookupError:
+        pass
 
 
 @_client_errors
 def _cmd_remove_node(args: argparse.Namespace) -> int:
     from . import admin_client as ac
 
-    return _admin_result(args, _run_client(ac.remove_node(_addresses(args), args.id)))
+    return _admin_result(args, _run_client(ac.remove_node(_addresses(args), args.id, secret=_cluster_secret(args))))
 
 
 @_client_errors
 def _cmd_transfer_leader(args: argparse.Namespace) -> int:
     from . import admin_client as ac
 
-    return _admin_result(args, _run_client(ac.transfer_leader(_addresses(args), args.to or 0)))
+    return _admin_result(args, _run_client(ac.transfer_leader(_addresses(args), args.to or 0,
+                                                              secret=_cluster_secret(args))))
 
 
 @_client_errors

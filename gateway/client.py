@@ -44,6 +44,10 @@ Money is integer paise, times epoch milliseconds, dates "YYYY-MM-DD" (IST), as i
 
 Authenticated calls use the token `login()`/`register()` stored, or the `token=` given to the call (a web
 app serving many users shares one client and passes each user's token; `login(..., remember=False)`).
+
+Cluster administration (`transfer_leader`, `add_node`, `remove_node`) on a cluster with a secret needs either
+the secret -- `auth=` a gateway.peer_auth.ClusterAuth, which signs every attempt (gateway.admin_client builds
+one) -- or an administrator's session token, sent as the `railraft-token` metadata.
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ from proto.gen.railraft.v1 import (
     WhoAmIRequest,
 )
 
+from .peer_auth import TOKEN_METADATA
 from .rpc import parse_leader_hint
 
 __all__ = [
@@ -411,13 +416,16 @@ class RailraftClient:
         self.leader = addr
 
     # ----------------------------------------------------------------------------------- one attempt
-    async def _attempt(self, addr: str, route: Route, request: betterproto.Message, timeout: float) -> Any:
-        """One call on one node; GRPCError carries the leader hint (if any) as `.leader_hint`."""
+    async def _attempt(self, addr: str, route: Route, request: betterproto.Message, timeout: float,
+                       metadata: Any = None) -> Any:
+        """One call on one node; GRPCError carries the leader hint (if any) as `.leader_hint`.
+        `metadata`: the call's gRPC metadata, or a function of `addr` giving it (None: none)."""
         ch = self._channel(addr)
+        md = metadata(addr) if callable(metadata) else metadata
 
         async def call() -> Any:
             async with ch.request(route.path, Cardinality.UNARY_UNARY, type(request), route.reply,
-                                  timeout=timeout) as stream:
+                                  timeout=timeout, metadata=md) as stream:
                 try:
                     await stream.send_message(request, end=True)
                     reply = await stream.recv_message()
@@ -433,10 +441,11 @@ class RailraftClient:
 
     # ------------------------------------------------------------------------------------ the engine
     async def call(self, route: Route, request: betterproto.Message, *, timeout: float | None = None,
-                   attempt_timeout: float | None = None) -> Any:
+                   attempt_timeout: float | None = None, metadata: Any = None) -> Any:
         """Run one RPC with leader routing, failover, backoff and a deadline (see the module docstring).
 
-        `request` is sent unchanged on every attempt (so a write keeps its request id).
+        `request` is sent unchanged on every attempt (so a write keeps its request id).  `metadata`: gRPC
+        metadata for every attempt, or a function of the node's address that makes it per attempt.
         """
         loop = asyncio.get_running_loop()
         total = self.timeout if timeout is None else timeout
@@ -468,7 +477,8 @@ class RailraftClient:
                 continue
             tried.add(addr)
             try:
-                return await self._attempt(addr, route, request, max(0.001, min(per_attempt, remaining)))
+                return await self._attempt(addr, route, request, max(0.001, min(per_attempt, remaining)),
+                                           **({"metadata": metadata} if metadata is not None else {}))
             except GRPCError as e:
                 if e.status not in RETRYABLE_STATUSES:
                     raise BookingError.from_grpc(e) from None
@@ -775,26 +785,43 @@ class RailraftClient:
             self._learn(lead["queried"])
         return {"nodes": nodes, "leader": leader}
 
-    async def _admin(self, name: str, request: betterproto.Message, timeout: float | None) -> AdminResponse:
+    async def _admin(self, name: str, request: betterproto.Message, timeout: float | None, *,
+                     token: str | None = None, auth: Any = None) -> AdminResponse:
         total = self.timeout if timeout is None else timeout
+        path = NODE + name
+        metadata: Any = None
+        if auth is not None:
+            # A fresh nonce per attempt; to node 0 = whichever node the attempt reaches.
+            payload = bytes(request)
+            metadata = lambda _addr: auth.metadata(path, 0, [payload])  # noqa: E731
+        elif token or self.token:
+            metadata = {TOKEN_METADATA: token or self.token}
         # One attempt may legitimately take long (add-node waits for catch-up): don't cut it short.
-        return await self.call(Route(NODE + name, AdminResponse, True), request, timeout=total,
-                               attempt_timeout=total)
+        return await self.call(Route(path, AdminResponse, True), request, timeout=total,
+                               attempt_timeout=total, metadata=metadata)
 
-    async def transfer_leader(self, to: int = 0, *, timeout: float | None = None) -> AdminResponse:
-        """Move leadership to node `to` (0: the most up-to-date other voter).  A refusal is `ok=False`."""
-        res = await self._admin("TransferLeader", TransferLeaderRequest(target_id=to), timeout)
+    async def transfer_leader(self, to: int = 0, *, timeout: float | None = None, token: str | None = None,
+                              auth: Any = None) -> AdminResponse:
+        """Move leadership to node `to` (0: the most up-to-date other voter).  A refusal is `ok=False`.
+
+        On a cluster with a secret: `auth` (a gateway.peer_auth.ClusterAuth) or an administrator's `token`
+        (default: the client's own session) -- see the module docstring; the same goes for add/remove_node.
+        """
+        res = await self._admin("TransferLeader", TransferLeaderRequest(target_id=to), timeout, token=token,
+                                auth=auth)
         self.leader = None  # whatever happened, the old belief is suspect
         return res
 
-    async def add_node(self, node_id: int, host: str, port: int, *, timeout: float | None = ADMIN_TIMEOUT_S
-                       ) -> AdminResponse:
+    async def add_node(self, node_id: int, host: str, port: int, *, timeout: float | None = ADMIN_TIMEOUT_S,
+                       token: str | None = None, auth: Any = None) -> AdminResponse:
         """Add a node (learner, catch up, voter).  A refusal is `ok=False` with the server's message."""
-        return await self._admin("AddNode", AddNodeRequest(id=node_id, host=host, port=port), timeout)
+        return await self._admin("AddNode", AddNodeRequest(id=node_id, host=host, port=port), timeout,
+                                 token=token, auth=auth)
 
-    async def remove_node(self, node_id: int, *, timeout: float | None = None) -> AdminResponse:
+    async def remove_node(self, node_id: int, *, timeout: float | None = None, token: str | None = None,
+                          auth: Any = None) -> AdminResponse:
         """Remove a node from the cluster.  A refusal is `ok=False` with the server's message."""
-        res = await self._admin("RemoveNode", RemoveNodeRequest(id=node_id), timeout)
+        res = await self._admin("RemoveNode", RemoveNodeRequest(id=node_id), timeout, token=token, auth=auth)
         self.leader = None  # removing the leader hands leadership over first
         return res
 

@@ -2,7 +2,10 @@
 
     railraft cluster up --nodes 3 --port 50051 --data-dir data
 
-writes `data/cluster.toml` (or reuses the one already there), starts one `railraft node` process per node
+writes `data/cluster.toml` (or reuses the one already there) and the cluster secret `data/cluster.secret` (mode
+0600, generated on the first run; cluster.toml names it with `secret_file`, so every node and every
+`railraft cluster ... --config data/cluster.toml` command authenticates with it; see gateway/peer_auth.py),
+starts one `railraft node` process per node
 (`python -m gateway.cli node --id N --config data/cluster.toml`, output appended to `data/nodeN.log`), and
 supervises them:
 
@@ -44,6 +47,7 @@ import trio_asyncio
 from actors.config import ClusterConfig, ConfigError, NodeAddress, default_config, load_config
 
 from . import admin_client
+from .peer_auth import SECRET_FILE_NAME, ensure_secret_file
 
 STOP_GRACE_S = 10.0  # a node needs ~2 s to drain requests plus up to 5 s to close its gRPC server
 BACKOFF_INITIAL_S = 0.5
@@ -315,6 +319,10 @@ def prepare_config(data_dir: Path, nodes: int | None, port: int | None,
 
     Reusing an existing data directory with a different shape would mix clusters, so asking for another
     node count or port than the file has is a ConfigError.
+
+    Either way the cluster gets a secret: a fresh configuration names DATA_DIR/cluster.secret (generated, mode
+    0600); an existing one without `secret_file` gets that line added at its top (and the file generated);
+    an existing one whose secret file is missing gets it generated.
     """
     path = data_dir / "cluster.toml"
     if path.exists():
@@ -328,13 +336,26 @@ def prepare_config(data_dir: Path, nodes: int | None, port: int | None,
             )
         if snapshot_entries is not None and snapshot_entries != cfg.snapshot_entries:
             raise ConfigError(f"{path} has snapshot_entries = {cfg.snapshot_entries}; edit the file to change it")
-        return cfg, path, False
+        return _with_secret(cfg, path), path, False
     data_dir.mkdir(parents=True, exist_ok=True)
     cfg = default_config(nodes if nodes is not None else 3, port if port is not None else 50051, data_dir=".")
     if snapshot_entries is not None:
         cfg = replace(cfg, snapshot_entries=snapshot_entries)
-    path.write_text(cfg.to_toml())
+    ensure_secret_file(data_dir / SECRET_FILE_NAME)  # before the configuration that names it
+    path.write_text(replace(cfg, secret_file=Path(SECRET_FILE_NAME)).to_toml())
     return load_config(path), path, True
+
+
+def _with_secret(cfg: ClusterConfig, path: Path) -> ClusterConfig:
+    """`cfg` (loaded from `path`) with a cluster secret: see prepare_config."""
+    if cfg.secret_file is not None:
+        ensure_secret_file(cfg.secret_file)
+        return cfg
+    ensure_secret_file(path.parent / SECRET_FILE_NAME)
+    # A top-level key must come before the first table: the top of the file is always right.
+    path.write_text(f'secret_file = "{SECRET_FILE_NAME}"  # added by railraft cluster up: the cluster secret\n'
+                    + path.read_text())
+    return load_config(path)
 
 
 def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str | Path = "data",
@@ -361,6 +382,8 @@ def cluster_up(nodes: int | None = None, port: int | None = None, data_dir: str 
         print(f"railraft cluster up: {e}", file=sys.stderr)
         return 2
     _say(f"{'wrote' if created else 'using'} {path}; data dir {data}")
+    _say(f"peer traffic and cluster administration are authenticated with the secret in {cfg.secret_file} "
+         "(keep it private; `railraft cluster ... --config` reads it)")
     _say(f"{len(cfg.nodes)} node(s): " + ", ".join(f"{n.id}@{n.address}" for n in cfg.nodes)
          + ". Ctrl-C or SIGTERM stops them all.")
     for n in cfg.nodes:

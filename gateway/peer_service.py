@@ -14,6 +14,12 @@ path)`, whose boolean verdict is sent back as InstallSnapshotResponse.reject.
 The unary RPCs (RequestVote, AppendEntries, TimeoutNow) deliver their message the same way and answer with
 an acknowledgement that carries no Raft meaning.
 
+With a cluster secret (`auth`, gateway/peer_auth.py) every call must prove that its sender holds it: a Stream
+opens with a PeerAuth envelope and each batch is preceded by one whose MAC covers the batch; InstallSnapshot
+carries its opening PeerAuth in metadata and a MAC in every chunk; the unary RPCs carry a PeerAuth in
+metadata.  Nothing of a batch is delivered before its MAC checked out; a missing or bad MAC, a replayed
+opening or a batch out of sequence ends the call with UNAUTHENTICATED (logged once per peer).
+
 Performance: grpclib runs on asyncio, the node on Trio, and every trio-asyncio crossing costs a task
 spawn.  The stream handler therefore receives on one asyncio task and delivers on another: whatever
 arrived while the previous delivery was running goes to Trio in a single hop, so under load the number of
@@ -39,6 +45,7 @@ import trio_asyncio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from gateway.peer_auth import AUTH_METADATA, Auth, ClusterAuth, StreamVerifier, envelope_auth, frame, peer_host
 from gateway.peer_codec import CodecError, decode_envelope, message_from_peer
 from proto.gen.railraft.raft.v1 import (
     AppendEntriesRequest,
@@ -158,6 +165,16 @@ def _invalid(text: str) -> GRPCError:
     return GRPCError(Status.INVALID_ARGUMENT, text)
 
 
+def _claimed_sender(wire: bytes, pb_type: type | None = None) -> int:
+    """The sender an unauthenticated message names (-1 if it does not parse): for the refusal's log line."""
+    try:
+        if pb_type is not None:
+            return int(pb_type().parse(wire).from_id)
+        return decode_envelope(wire)[2].frm
+    except Exception:  # noqa: BLE001 - anything unparsable names nobody
+        return -1
+
+
 def _sync_and_close(fh: Any) -> None:
     """Flush and fsync a file, then close it (runs in a worker thread)."""
     try:
@@ -190,6 +207,7 @@ class RaftPeerService(RaftBase):
         *,
         deliver_batch: DeliverBatch | None = None,
         max_pending: int = MAX_PENDING,
+        auth: ClusterAuth | None = None,
     ) -> None:
         if deliver is None and deliver_batch is None:
             raise TypeError("RaftPeerService needs deliver or deliver_batch")
@@ -201,6 +219,7 @@ class RaftPeerService(RaftBase):
         self._receive_snapshot = receive_snapshot
         self.snapshot_dir = pathlib.Path(snapshot_dir)
         self._max_pending = max_pending
+        self._auth = auth  # None: no cluster secret, calls are not authenticated
 
     # --- grpclib wiring --------------------------------------------------------------------------------
 
@@ -247,6 +266,24 @@ class RaftPeerService(RaftBase):
             raise _invalid(f"{msg.type.name} does not travel on the Stream call")
         return msg
 
+    def _stream_auth(self, wire: bytes) -> Auth | None:
+        """The PeerAuth in a Stream envelope, None if the envelope carries a Raft message instead."""
+        try:
+            return envelope_auth(wire)
+        except ValueError as exc:
+            raise _invalid(f"malformed authentication envelope: {exc}") from None
+
+    def _check_sender(self, msg: Message, verifier: StreamVerifier | Auth) -> None:
+        if msg.frm != verifier.from_id:
+            raise GRPCError(Status.UNAUTHENTICATED,
+                            f"{msg.type.name} from node {msg.frm} on a call authenticated by node {verifier.from_id}")
+
+    def _verify_unary(self, stream: grpclib.server.Stream, method: str, wire: bytes, claimed: int) -> Auth | None:
+        """With a cluster secret: the call's checked PeerAuth (UNAUTHENTICATED if missing or bad)."""
+        if self._auth is None:
+            return None
+        return self._auth.verify_metadata(stream.metadata, method, [wire], peer=peer_host(stream), claimed=claimed)
+
     def _decode_unary(self, wire: bytes, pb_type: type, allowed: frozenset[MsgType]) -> Message:
         try:
             pb = pb_type().parse(wire)
@@ -278,11 +315,11 @@ class RaftPeerService(RaftBase):
     async def _read_stream(self, stream: grpclib.server.Stream, inbox: _Inbox) -> None:
         """Reader task: decode and check envelopes until the client ends its side or sends garbage."""
         try:
-            while True:
-                wire = await stream.recv_message()
-                if wire is None:
-                    break
-                await inbox.put(self._decode_stream_message(wire))
+            if self._auth is not None:
+                await self._read_authenticated(stream, inbox, self._auth)
+            else:
+                while (wire := await stream.recv_message()) is not None:
+                    await inbox.put(self._decode_stream_message(wire))
         except asyncio.CancelledError:
             inbox.close()
             raise
@@ -292,6 +329,32 @@ class RaftPeerService(RaftBase):
                 raise
         else:
             inbox.close()
+
+    async def _read_authenticated(self, stream: grpclib.server.Stream, inbox: _Inbox, auth: ClusterAuth) -> None:
+        """`_read_stream` with a cluster secret: an opening PeerAuth, then batches that each start with one.
+        A batch is buffered until its MAC checked out; only then is any of it decoded and delivered."""
+        verifier = auth.stream_verifier(STREAM_METHOD, peer=peer_host(stream))
+        while True:
+            wire = await stream.recv_message()
+            if wire is None:
+                return
+            pa = self._stream_auth(wire)
+            if not verifier.opened:
+                verifier.open(pa, claimed=_claimed_sender(wire) if pa is None else -1)
+                continue
+            count = verifier.batch_size(pa)
+            assert pa is not None
+            wires = []
+            for _ in range(count):
+                more = await stream.recv_message()
+                if more is None:
+                    raise _invalid(f"the stream ended inside a batch ({len(wires)} of {count} messages)")
+                wires.append(more)
+            verifier.check(pa.seq, count, pa.mac, b"".join([frame(w) for w in wires]))
+            for w in wires:
+                msg = self._decode_stream_message(w)
+                self._check_sender(msg, verifier)
+                await inbox.put(msg)
 
     async def _rpc_stream(self, stream: grpclib.server.Stream) -> None:
         """Stream handler: deliver every envelope in order; end the call on the first bad one."""
@@ -306,8 +369,10 @@ class RaftPeerService(RaftBase):
                 await deliver_all(batch)
             if inbox.error is not None:
                 # messages before the bad one were delivered above; the bad one ends the call
-                if isinstance(inbox.error, GRPCError):
-                    log.warning("peer stream refused: %s", inbox.error.message)
+                error = inbox.error
+                if isinstance(error, GRPCError) and error.status is not Status.UNAUTHENTICATED:
+                    # (refused authentication is logged by the ClusterAuth, once per peer)
+                    log.warning("peer stream refused: %s", error.message)
                 raise inbox.error
         finally:
             if not reader.done():
@@ -343,16 +408,26 @@ class RaftPeerService(RaftBase):
         fh: Any = None
         path: pathlib.Path | None = None
         accepted = False
+        verifier: StreamVerifier | None = None
         try:
             wire = await stream.recv_message()
             if wire is None:
                 raise _invalid("empty InstallSnapshot stream")
-            first = self._parse_chunk(wire)
+            if self._auth is not None:
+                verifier = self._auth.stream_verifier(INSTALL_SNAPSHOT_METHOD, peer=peer_host(stream))
+                raw = stream.metadata.get(AUTH_METADATA) if stream.metadata else None
+                if raw:
+                    verifier.open(self._auth.parse(raw, verifier.peer))
+                else:
+                    verifier.open(None, claimed=_claimed_sender(wire, InstallSnapshotChunk))
+            first = self._parse_chunk(verifier.check_chunk(wire) if verifier is not None else wire)
             try:
                 cluster_id, group_id, msg = message_from_peer(first)
             except CodecError as exc:
                 raise _invalid(str(exc)) from None
             self._check_addressed(cluster_id, group_id, msg)
+            if verifier is not None:
+                self._check_sender(msg, verifier)
             if first.offset != 0:
                 raise _invalid(f"first snapshot chunk at offset {first.offset}, expected 0")
 
@@ -376,7 +451,7 @@ class RaftPeerService(RaftBase):
                 wire = await stream.recv_message()
                 if wire is None:
                     raise _invalid(f"snapshot stream ended at offset {received} before the last chunk")
-                chunk = self._parse_chunk(wire)
+                chunk = self._parse_chunk(verifier.check_chunk(wire) if verifier is not None else wire)
             if await stream.recv_message() is not None:
                 raise _invalid("snapshot chunk after the last one")
 
@@ -414,19 +489,28 @@ class RaftPeerService(RaftBase):
     # They deliver like the stream does; the reply only acknowledges receipt.  It carries no Raft meaning
     # (the real answer comes back on the answering node's own stream) and must never be fed to a core.
 
+    async def _recv_unary(self, stream: grpclib.server.Stream, method: str, pb_type: type,
+                          allowed: frozenset[MsgType]) -> Message:
+        wire = await stream.recv_message()
+        msg = self._decode_unary(wire, pb_type, allowed)  # (decoding is safe; nothing is delivered yet)
+        pa = self._verify_unary(stream, method, wire, msg.frm)
+        if pa is not None:
+            self._check_sender(msg, pa)
+        return msg
+
     async def _rpc_request_vote(self, stream: grpclib.server.Stream) -> None:
-        msg = self._decode_unary(await stream.recv_message(), VoteRequest, frozenset({MsgType.VOTE, MsgType.PRE_VOTE}))
+        msg = await self._recv_unary(stream, REQUEST_VOTE_METHOD, VoteRequest, frozenset({MsgType.VOTE, MsgType.PRE_VOTE}))
         await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
         # reject=True so that nobody could mistake the acknowledgement for a granted vote
         await stream.send_message(VoteResponse(**self._ack_header(msg), reject=True))
 
     async def _rpc_append_entries(self, stream: grpclib.server.Stream) -> None:
-        msg = self._decode_unary(await stream.recv_message(), AppendEntriesRequest, frozenset({MsgType.APP}))
+        msg = await self._recv_unary(stream, APPEND_ENTRIES_METHOD, AppendEntriesRequest, frozenset({MsgType.APP}))
         await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
         await stream.send_message(AppendEntriesResponse(**self._ack_header(msg)))
 
     async def _rpc_timeout_now(self, stream: grpclib.server.Stream) -> None:
-        msg = self._decode_unary(await stream.recv_message(), TimeoutNowRequest, frozenset({MsgType.TIMEOUT_NOW}))
+        msg = await self._recv_unary(stream, TIMEOUT_NOW_METHOD, TimeoutNowRequest, frozenset({MsgType.TIMEOUT_NOW}))
         await trio_asyncio.trio_as_aio(self._deliver_all)([msg])
         await stream.send_message(TimeoutNowResponse(**self._ack_header(msg)))
 

@@ -9,6 +9,10 @@ escalates: the cause is logged and the process exits non-zero.
 With a metrics port the node also serves Prometheus metrics at http://HOST:PORT/metrics (gateway.metrics),
 from a Trio task in the same nursery, so the port closes with the node.  A metrics port that cannot be bound
 is logged as an error and the node runs without metrics (they are for operators; the node still serves).
+
+With a cluster secret (cluster.toml `secret_file`, or RAILRAFT_CLUSTER_SECRET) one `ClusterAuth` per node
+signs and checks all peer traffic (gateway/peer_auth.py); without one the node logs a WARNING at start and
+takes peer traffic from anyone, as before.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 import trio_asyncio
 
-from actors.config import ClusterConfig
+from actors.config import ClusterConfig, cluster_secret
 from actors.node import Node, NodeSettings
 from actors.supervisor import ActorCrashInjector, EscalationError
 from store.db import Database
@@ -32,6 +37,7 @@ from .booking_service import BookingService
 from .grpc_server import serve_grpc
 from .housekeeping import Housekeeper, HousekeepingSettings
 from .metrics import NodeMetrics, metrics_url, open_metrics_listeners, serve_metrics
+from .peer_auth import ClusterAuth, unauthenticated_warning
 from .peer_client import PeerLink
 from .peer_service import RaftPeerService
 from .services import NodeService, TicketingService
@@ -43,13 +49,21 @@ GROUP_ID = 1  # one Raft group per cluster for now; peer messages carry it so mo
 STOP_GRACE_S = 2.0
 
 
+@dataclass
+class RunSettings(NodeSettings):
+    """NodeSettings plus what only the process around the node uses: the cluster secret (None: none)."""
+
+    cluster_secret: bytes | None = field(default=None, repr=False)
+
+
 def settings_for(cfg: ClusterConfig, node_id: int, join: bool = False, host: str | None = None,
                  port: int | None = None, data_dir: Path | None = None) -> NodeSettings:
     """NodeSettings of one node from the cluster configuration (a joining node may not be listed)."""
     if host is None or port is None:
         addr = cfg.node(node_id)
         host, port = host or addr.host, port or addr.port
-    return NodeSettings(
+    listed = [n for n in cfg.nodes if n.id == node_id]
+    return RunSettings(
         id=node_id,
         cluster_id=cfg.cluster_id,
         data_dir=data_dir or cfg.node_dir(node_id),
@@ -61,17 +75,26 @@ def settings_for(cfg: ClusterConfig, node_id: int, join: bool = False, host: str
         election_ticks=cfg.election_ticks,
         heartbeat_ticks=cfg.heartbeat_ticks,
         snapshot_entries=cfg.snapshot_entries,
+        dial=listed[0].dial_map() if listed else {},
+        cluster_secret=cluster_secret(cfg),  # ConfigError if the configuration's secret file is unusable
     )
 
 
 async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGNORED,
                      crash_injector: ActorCrashInjector | None = None, metrics_port: int | None = None,
-                     on_node: Callable[[Node], None] | None = None) -> None:
+                     on_node: Callable[[Node], None] | None = None, cluster_secret: bytes | None = None) -> None:
     """Run a node until cancelled or signalled.  Must run inside `trio_asyncio.open_loop()`.
 
     `metrics_port`: serve Prometheus metrics on settings.host at that port (None/negative: off; 0: any free
     port, tests).  `on_node` is called with the Node as soon as it exists (log records then carry its term).
+    `cluster_secret` (default: the settings', see RunSettings) authenticates the peer traffic.
     """
+    secret = cluster_secret if cluster_secret is not None else getattr(settings, "cluster_secret", None)
+    auth = ClusterAuth(secret, settings.cluster_id, settings.id) if secret else None
+    if auth is None:
+        log.warning(unauthenticated_warning(settings.id, f"{settings.host}:{settings.port}"))
+    else:
+        log.info("node %d: peer traffic is authenticated with the cluster secret", settings.id)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Database.open needs the directory to exist
     db = await Database.open(settings.db_path)
     submitter: Submitter | None = None
@@ -81,7 +104,8 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
             settings,
             db,
             link_factory=lambda peer, host, port: PeerLink(
-                peer, host, port, cluster_id=settings.cluster_id, group_id=GROUP_ID, node_id=settings.id
+                peer, *settings.dial.get(peer, (host, port)), cluster_id=settings.cluster_id, group_id=GROUP_ID,
+                node_id=settings.id, auth=auth,
             ),
             crash_injector=crash_injector,
             metrics=metrics,
@@ -93,7 +117,7 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                 metrics.watch(node)
                 await _start_metrics(nursery, metrics, settings, metrics_port)
             await nursery.start(node.run)
-            submitter = Submitter(node)
+            submitter = Submitter(node, auth=auth)  # NodeService takes the node's ClusterAuth from here too
             # One payment provider per node, shared by both client APIs and the leader's refund payouts.
             provider = SimulatedProvider()
             core = BookingCore(node, submitter, provider)
@@ -106,6 +130,7 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                     deliver_batch=node.deliver,  # one consensus-inbox send per batch that crossed into Trio
                     receive_snapshot=node.receive_snapshot,
                     snapshot_dir=settings.snapshot_dir,
+                    auth=auth,
                 ),
                 TicketingService(node, submitter, core=core),
                 BookingService(node, submitter, core=core),

@@ -61,7 +61,8 @@ from store.commands import (
 
 from .booking_core import READ_TIMEOUT_S, STALE, BookingCore, new_request_id, now_ms
 from .booking_core import check_forwarded
-from .rpc import LeaderHintMixin, peer_authenticated, trio_call
+from .peer_auth import ADMIN_METHODS, PROPOSE_METHOD, authorize_admin, peer_host
+from .rpc import LeaderHintMixin, current_stream, peer_authenticated, trio_call
 from .submit import Submitter
 from .ticketing_compat import TicketingCompatMixin
 
@@ -149,11 +150,17 @@ class NodeService(LeaderHintMixin, NodeBase):
 
     async def propose(self, propose_request: ProposeRequest) -> ProposeResponse:
         # Forwarded writes are proposed here only: if we are not the leader either, the sender retries.
-        # Anyone can call this, so only what a gateway forwards gets through (booking_core.check_forwarded).
+        # With a cluster secret only another node gets past the first check (UNAUTHENTICATED otherwise); without
+        # one anyone can call this.  Either way only what a gateway forwards gets through (check_forwarded).
+        peer_auth = self.submitter.auth
+        if peer_auth is not None:
+            stream = current_stream()
+            peer_auth.verify_metadata(stream.metadata if stream is not None else None, PROPOSE_METHOD,
+                                      [bytes(propose_request)], peer=peer_host(stream))
         if not self.node.is_leader():
             raise NotLeaderError(self.node.leader, self.node.leader_address(), "forwarded writes go to the leader")
         data = bytes(propose_request.command)
-        await check_forwarded(self.node, data, peer_ok=peer_authenticated())
+        await check_forwarded(self.node, data, peer_ok=peer_auth is not None or peer_authenticated())
         result, index = await trio_call(self.node.propose, data, 10.0)
         return ProposeResponse(result=encode_result(result), index=index)
 
@@ -176,12 +183,18 @@ class NodeService(LeaderHintMixin, NodeBase):
         from grpclib.client import Channel
 
         ch = Channel(host, int(port))
+        # The caller was authorized here; with a cluster secret the leader takes this node's word for it.
+        peer_auth = self.submitter.auth
+        metadata = (peer_auth.metadata(ADMIN_METHODS[method], self.node.leader, [bytes(request)])
+                    if peer_auth is not None else None)
         try:
-            return await getattr(NodeStub(ch), method)(request, timeout=CATCH_UP_TIMEOUT_S + 10)
+            return await getattr(NodeStub(ch), method)(request, timeout=CATCH_UP_TIMEOUT_S + 10, metadata=metadata)
         finally:
             ch.close()
 
     async def transfer_leader(self, transfer_leader_request: TransferLeaderRequest) -> AdminResponse:
+        await authorize_admin(self.submitter.auth, current_stream(), ADMIN_METHODS["transfer_leader"],
+                              transfer_leader_request, lambda token: self._sessions.session(token, STALE, admin=True))
         fwd = await self._forward_admin("transfer_leader", transfer_leader_request)
         if fwd is not None:
             return fwd
@@ -207,6 +220,8 @@ class NodeService(LeaderHintMixin, NodeBase):
         return AdminResponse(ok=False, message=f"node {target} did not take over within 5 s", leader_id=self.node.leader)
 
     async def add_node(self, add_node_request: AddNodeRequest) -> AdminResponse:
+        await authorize_admin(self.submitter.auth, current_stream(), ADMIN_METHODS["add_node"], add_node_request,
+                              lambda token: self._sessions.session(token, STALE, admin=True))
         fwd = await self._forward_admin("add_node", add_node_request)
         if fwd is not None:
             return fwd
@@ -242,6 +257,8 @@ class NodeService(LeaderHintMixin, NodeBase):
         return AdminResponse(ok=True, message=f"node {req.id} ({req.host}:{req.port}) joined as a voter", leader_id=self.node.leader)
 
     async def remove_node(self, remove_node_request: RemoveNodeRequest) -> AdminResponse:
+        await authorize_admin(self.submitter.auth, current_stream(), ADMIN_METHODS["remove_node"], remove_node_request,
+                              lambda token: self._sessions.session(token, STALE, admin=True))
         fwd = await self._forward_admin("remove_node", remove_node_request)
         if fwd is not None:
             return fwd

@@ -3,6 +3,9 @@
 `Submitter.submit(command)` retries across leader changes until its deadline, always with the same encoded
 command, so the state machine's exactly-once table turns a retried write into the first one's result.
 It is an asyncio coroutine (it runs inside grpclib handlers).
+
+With a cluster secret (`auth`), every forwarded Propose carries the node's PeerAuth in its metadata (a fresh
+nonce per attempt): the leader takes forwarded commands only from members (gateway/peer_auth.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from actors.node import Node, NotLeaderError, ProposalLost
 from proto.gen.railraft.node.v1 import NodeStub, ProposeRequest
 from store.commands import Result, decode_result
 
+from .peer_auth import PROPOSE_METHOD, ClusterAuth
 from .rpc import parse_leader_hint, trio_call
 
 WRITE_TIMEOUT_S = 10.0
@@ -26,8 +30,9 @@ WRITE_TIMEOUT_S = 10.0
 class Submitter:
     """Writes and linearizable reads on behalf of the services of one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, auth: ClusterAuth | None = None) -> None:
         self.node = node
+        self.auth = auth  # the node's peer authentication (None: no cluster secret); NodeService uses it too
         self._channels: dict[str, Channel] = {}
 
     def _channel(self, addr: str) -> Channel:
@@ -57,8 +62,11 @@ class Submitter:
             except NotLeaderError as e:
                 if e.leader_id and e.leader_id != self.node.id and e.leader_addr:
                     try:
+                        request = ProposeRequest(command=command)
+                        metadata = (self.auth.metadata(PROPOSE_METHOD, e.leader_id, [bytes(request)])
+                                    if self.auth is not None else None)
                         resp = await NodeStub(self._channel(e.leader_addr)).propose(
-                            ProposeRequest(command=command), timeout=remaining
+                            request, timeout=remaining, metadata=metadata
                         )
                         return decode_result(resp.result)
                     except GRPCError as g:

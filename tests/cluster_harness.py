@@ -11,7 +11,10 @@
 
 Each node runs `python -m gateway.cli node --id N --config cluster.toml` with its output in
 tmp_path/nodeN.log (`cluster.log(N)`), so a failing test can show what the nodes said.  Ports are free
-ephemeral ports picked at construction.  Only processes this harness started are ever signalled, by PID.
+ephemeral ports picked at construction.  The cluster has a secret (tmp_path/cluster.secret, named by
+cluster.toml; `secret=False` for an unauthenticated cluster), which the admin helpers here sign with;
+`cluster.secret_env()` is the environment a `railraft` subprocess needs for admin commands.  Only processes
+this harness started are ever signalled, by PID.
 
 The gRPC client side is gateway.admin_client run with `asyncio.run` (each call its own short-lived loop), so
 tests are plain synchronous functions.
@@ -29,13 +32,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from actors.config import ClusterConfig, NodeAddress
 from gateway import admin_client
 from gateway.cli import dump_database
+from gateway.peer_auth import SECRET_ENV, SECRET_FILE_NAME, ensure_secret_file
 
 T = TypeVar("T")
 
@@ -133,10 +137,12 @@ class ProcessCluster:
 
     def __init__(self, root: Path, nodes: int = 3, *, snapshot_entries: int = 10000, tick_ms: int = 50,
                  election_ticks: int = 10, heartbeat_ticks: int = 1, log_format: str = "text",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, secret: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(nodes)
+        # The cluster secret (None: peer traffic unauthenticated), as `railraft cluster up` makes it.
+        self.secret: bytes | None = ensure_secret_file(self.root / SECRET_FILE_NAME)[0] if secret else None
         self.cfg = ClusterConfig(
             cluster_id=f"test-{os.getpid()}-{ports[0]}",
             data_dir=Path("."),
@@ -145,6 +151,7 @@ class ProcessCluster:
             heartbeat_ticks=heartbeat_ticks,
             snapshot_entries=snapshot_entries,
             nodes=tuple(NodeAddress(i + 1, HOST, p) for i, p in enumerate(ports)),
+            secret_file=Path(SECRET_FILE_NAME) if secret else None,
         )
         self.config_path = self.root / "cluster.toml"
         self.config_path.write_text(self.cfg.to_toml())
@@ -155,6 +162,13 @@ class ProcessCluster:
             for n in self.cfg.nodes
         }
         self.removed: set[int] = set()
+
+    def set_dial(self, dial: dict[int, dict[int, str]]) -> None:
+        """Make node i connect to peer j at dial[i][j] ("host:port", e.g. a fault-injecting proxy) instead of
+        at j's own address (cluster.toml `dial`).  Rewrites cluster.toml: call it before starting the nodes."""
+        self.cfg = replace(self.cfg, nodes=tuple(
+            replace(n, dial=tuple(sorted(dial.get(n.id, {}).items()))) for n in self.cfg.nodes))
+        self.config_path.write_text(self.cfg.to_toml())
 
     # ---------------------------------------------------------------------------------- processes
     def _argv(self, n: NodeProc) -> list[str]:
@@ -368,16 +382,20 @@ class ProcessCluster:
 
     def add_node(self, node_id: int, via: list[int] | None = None, timeout: float = 60.0) -> dict:
         n = self.nodes[node_id]
-        return run(admin_client.add_node(self.addrs(via), node_id, n.host, n.port, timeout))
+        return run(admin_client.add_node(self.addrs(via), node_id, n.host, n.port, timeout, secret=self.secret))
 
     def remove_node(self, node_id: int, via: list[int] | None = None, timeout: float = 15.0) -> dict:
-        res = run(admin_client.remove_node(self.addrs(via), node_id, timeout))
+        res = run(admin_client.remove_node(self.addrs(via), node_id, timeout, secret=self.secret))
         if res["ok"]:
             self.removed.add(node_id)
         return res
 
     def transfer_leader(self, to: int = 0, via: list[int] | None = None, timeout: float = 15.0) -> dict:
-        return run(admin_client.transfer_leader(self.addrs(via), to, timeout))
+        return run(admin_client.transfer_leader(self.addrs(via), to, timeout, secret=self.secret))
+
+    def secret_env(self) -> dict[str, str]:
+        """{RAILRAFT_CLUSTER_SECRET: ...} for a `railraft` subprocess's admin commands ({} without a secret)."""
+        return {SECRET_ENV: self.secret.hex()} if self.secret is not None else {}
 
     def describe(self) -> str:
         """Status of every node plus each log's tail: for assertion messages."""

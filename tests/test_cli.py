@@ -27,8 +27,10 @@ STATUS_KEYS = {"id", "address", "pid", "role", "term", "leader_id", "commit_inde
                "last_log_index", "snapshot_index", "log_bytes", "up"}
 
 
-def cli(*args: str, timeout: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 60.0, cwd: Path | None = None,
+        env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
+    env.update(env_extra or {})
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(cwd or ROOT))
@@ -210,11 +212,13 @@ def test_admin_subcommands_add_start_transfer_remove(cluster, tmp_path):
         assert wait_until(lambda: run(admin_client.node_status(f"127.0.0.1:{port}"))["role"] == "leader", 5.0,
                           "node 4 to lead")
 
-        r = cli("cluster", "remove-node", "--id", "1", "--nodes", cluster.address(2), "--json")
+        r = cli("cluster", "remove-node", "--id", "1", "--nodes", cluster.address(2), "--json",
+                env_extra=cluster.secret_env())  # no --config: the secret comes from the environment
         assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
         r = cli("register", "dave", "password123", "--nodes", f"127.0.0.1:{port}", "--json")
         assert json.loads(r.stdout)["success"]
-        r = cli("cluster", "transfer-leader", "--to", "1", "--nodes", cluster.address(2), "--json")
+        r = cli("cluster", "transfer-leader", "--to", "1", "--nodes", cluster.address(2), "--json",
+                env_extra=cluster.secret_env())
         assert r.returncode == 1 and "not a voter" in json.loads(r.stdout)["message"]
     finally:
         for pid in started:

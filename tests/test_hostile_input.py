@@ -270,7 +270,9 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = ProcessCluster(tmp_path_factory.mktemp("hostile"), nodes=1, env={
+    # No cluster secret: with one, a forged Propose is refused as UNAUTHENTICATED before anything else
+    # (tests/test_peer_auth.py); without it, the checks behind that (check_forwarded, apply) must hold alone.
+    c = ProcessCluster(tmp_path_factory.mktemp("hostile"), nodes=1, secret=False, env={
         "RAILRAFT_ADMIN_PASSWORD": "",
         "RAILRAFT_HOUSEKEEPING_INTERVAL_MS": str(10 * 3600 * 1000),
     })

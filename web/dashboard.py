@@ -293,7 +293,7 @@ def register(app: Any, web: WebContext) -> None:
             if str(getattr(user, "role", "")).upper() != ADMIN_ROLE:
                 session["role"] = str(getattr(user, "role", ""))
                 return await web.error_page(FORBIDDEN_SENTENCE, 403)
-            res = await web.call("transfer_leader", to)
+            res = await web.call("transfer_leader", to, token=web.token())  # the node checks it too
         except Unauthenticated:
             raise  # the app's handler ends the session and sends the user to the login page
         except RailraftError as exc:

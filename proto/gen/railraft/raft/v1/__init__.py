@@ -329,6 +329,13 @@ class InstallSnapshotChunk(betterproto.Message):
     done: bool = betterproto.bool_field(9)
     """true on the last chunk"""
 
+    mac: bytes = betterproto.bytes_field(10)
+    """
+    Peer authentication (gateway/peer_auth.py), when the cluster has a secret: HMAC-SHA256 of this chunk's
+     other fields.  A sender puts it last, so that it is the final 34 bytes of the encoded chunk and the MAC
+     covers exactly the bytes before it.
+    """
+
 
 @dataclass(eq=False, repr=False)
 class InstallSnapshotResponse(betterproto.Message):
@@ -378,6 +385,54 @@ class PeerEnvelope(betterproto.Message):
     install_snapshot_response: "InstallSnapshotResponse" = betterproto.message_field(
         13, group="msg"
     )
+    auth: "PeerAuth" = betterproto.message_field(14, group="msg")
+    """
+    peer authentication: opens a stream, then precedes each batch (see PeerAuth)
+    """
+
+
+@dataclass(eq=False, repr=False)
+class PeerAuth(betterproto.Message):
+    """
+    Peer authentication (gateway/peer_auth.py), used when the cluster has a secret (cluster.toml
+     `secret_file`, or RAILRAFT_CLUSTER_SECRET).  `mac` is HMAC-SHA256 under the secret over a header (method
+     path, cluster id, from_id, to_id, ts_ms, nonce, seq, count) followed by the covered messages
+     exactly as framed on the wire (gRPC length prefix + bytes).
+
+     On a `Stream` the first envelope is an `auth` with seq 0 and count 0 (it opens the stream and covers
+     nothing but its header); each batch then starts with an `auth` whose seq counts 1, 2, 3, ... and whose
+     `count` envelopes follow it.  Unary calls (the Raft unary RPCs, and the Node service's Propose and admin
+     calls) carry a PeerAuth with seq 0 and count 1 in the binary metadata `railraft-auth-bin`; so does an
+     InstallSnapshot call, with count 0, whose chunks then carry their own `mac` (seq 1, 2, ...).
+
+     Replay: a receiver accepts ts_ms only within a minute of its own clock, and each nonce (8 random bytes
+     naming the sender process, then an 8-byte counter) only once; a stream's batches must count up by one.
+    """
+
+    from_id: int = betterproto.uint64_field(1)
+    """the sender (0: an operator's tool, not a node)"""
+
+    to_id: int = betterproto.uint64_field(2)
+    """the receiver (0: whichever node the operator's call reaches)"""
+
+    ts_ms: int = betterproto.uint64_field(3)
+    """the sender's clock (Unix milliseconds) when the call or stream began"""
+
+    nonce: bytes = betterproto.bytes_field(4)
+    """
+    16 bytes: the sender's random process id (8 bytes), then its big-endian call counter (8 bytes)
+    """
+
+    seq: int = betterproto.uint64_field(5)
+    """
+    0 for a unary call or a stream's opening; the batch number on a stream
+    """
+
+    count: int = betterproto.uint32_field(6)
+    """how many messages the mac covers"""
+
+    mac: bytes = betterproto.bytes_field(7)
+    """HMAC-SHA256, 32 bytes"""
 
 
 class RaftStub(betterproto.ServiceStub):
