@@ -637,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_booking_commands(sub)
 
+    from .bench import add_bench_command  # `railraft bench` (gateway/bench.py)
+
+    add_bench_command(sub)
+
     from .backup import add_backup_commands  # `railraft backup` and `railraft restore` (gateway/backup.py)
 
     add_backup_commands(sub)
