@@ -52,3 +52,13 @@ run: setup
 
 proto: setup
 	$(PY) scripts/gen_proto.py --out proto/gen
+
+# The fault-injection suite (tests/chaos): real nodes on 127.0.0.1 behind fault-injecting proxies, a seeded
+# nemesis (kills, pauses, partitions, one-way cuts, slow links, torn log tails, full disks) and a booking
+# workload; ends with a summary and `N passed, M failed`.  `make test` runs a short one (tests/test_chaos.py).
+DURATION ?= 60
+SEED     ?= 1
+
+.PHONY: chaos
+chaos: setup
+	$(PY) -m tests.chaos.run --duration $(DURATION) --seed $(SEED)

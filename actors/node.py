@@ -20,11 +20,13 @@ what the gateway services call.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
 import random
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ import trio
 from raft.core import Config as RaftConfig
 from raft.core import RaftCore, bootstrap_entries
 from raft.filestorage import FileStorage
-from raft.storage import LogStorage
+from raft.storage import LogStorage, needs_hard_state_write, StorageClosedError
 from raft.types import (
     NONE,
     ConfChange,
@@ -79,6 +81,7 @@ log = logging.getLogger("railraft.node")
 INBOX_SIZE = 4096
 PEER_QUEUE = 8192
 BATCH_MAX = 512
+DISK_RETRY_S = 0.5  # how often a write the disk refused (full, failing) is tried again
 
 
 class NotLeaderError(Exception):
@@ -96,6 +99,15 @@ class ProposalLost(Exception):
 
 class NodeStopping(Exception):
     """The node is shutting down and takes no new requests."""
+
+
+class DiskError(TimeoutError):
+    """This node cannot persist right now (disk full or failing), so it refuses writes and linearizable reads.
+
+    A TimeoutError, so the gateway answers UNAVAILABLE with this message and clients move on to another node.
+    Raised before a new write is proposed, and to the callers already waiting when the disk trouble began
+    (their write's fate is unknown to them, as after a timeout; a retry elsewhere is exactly-once).
+    """
 
 
 @dataclass
@@ -212,6 +224,9 @@ class Node:
         self.peer_out: dict[int, trio.MemorySendChannel] = {}
         self.peer_scopes: dict[int, trio.CancelScope] = {}
         self.dropped_messages = 0
+        # What the disk refuses right now ("log" / "db" -> why); writes are refused while it is not empty.
+        self.disk_errors: dict[str, str] = {}
+        self._applier_job: Any = None  # the job the applier is on, kept until done (a restart resumes it)
         # Inboxes live as long as the node, so a restarted actor resumes on the same one.
         self.consensus_in, self._consensus_rx = trio.open_memory_channel[Any](INBOX_SIZE)
         self.writer_in, self._writer_rx = trio.open_memory_channel[Any](1)
@@ -237,6 +252,7 @@ class Node:
             log.info("node %d: bootstrapped a new cluster with voters %s", self.id, self.s.initial_voters)
         self.snapshot_index = snap.index
         self._recovered = (hs, snap, entries)
+        self._written_hard_state = hs  # the hard state on disk; the log writer skips commit-only changes
 
     async def _open_state_machine(self) -> None:
         hs, snap, entries = self._recovered
@@ -353,6 +369,7 @@ class Node:
         """Several commands in one log append; results in order.  TimeoutError after `timeout` seconds."""
         if self.stopping:
             raise NodeStopping("node is stopping")
+        self._check_disk()
         with _deadline(timeout, "the write"):
             reply = Reply()
             await self.consensus_in.send(Propose(tuple(datas), reply))
@@ -367,6 +384,7 @@ class Node:
         """
         if self.stopping:
             raise NodeStopping("node is stopping")
+        self._check_disk()  # nothing more gets applied here until the disk takes writes again
         ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
         reply = Reply()
         self.reads[ctx] = reply
@@ -379,6 +397,23 @@ class Node:
                     await self.consensus_in.send(ReadBarrier(ctx, lease))
                     with trio.move_on_after(resend_s):
                         return await reply.wait()
+        finally:
+            self.reads.pop(ctx, None)
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        """Wait until this node's state machine has applied log index `index` (e.g. a write's own index, so
+        that a read after it sees the write).  The caller bounds the wait."""
+        if self.applied_index >= index:
+            return
+        if self.stopping:
+            raise NodeStopping("node is stopping")
+        ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
+        reply = Reply()
+        self.reads[ctx] = reply
+        self.read_queue.append((index, ctx))  # released by the applier, like a read index
+        try:
+            with _deadline(timeout, "the read"):
+                await reply.wait()
         finally:
             self.reads.pop(ctx, None)
 
@@ -413,8 +448,14 @@ class Node:
             uptime_s=time.monotonic() - self.started_at,
             members={nid: f"{h}:{p}" for nid, (h, p) in sorted(self.addresses.items())},
             dropped_messages=self.dropped_messages,
+            disk_error="; ".join(self.disk_errors.values()),
         )
         return st
+
+    def _check_disk(self) -> None:
+        if self.disk_errors:
+            raise DiskError(f"node {self.id}: {'; '.join(self.disk_errors.values())}; it refuses writes and "
+                            "linearizable reads until that is fixed, try another node")
 
     def set_address(self, node_id: int, host: str, port: int) -> None:
         """Learn where a node listens (from the replicated address book)."""
@@ -672,14 +713,95 @@ class Node:
                 if rd.snapshot is not None:
                     # The state machine first: a crash after this but before the log records the snapshot
                     # leaves a database ahead of the log, which replay tolerates (apply skips old indexes).
-                    reply = Reply()
-                    await self.applier_in.send(InstallSnapshot(rd.snapshot.meta, Path(rd.snapshot.data), reply))
-                    await reply.wait()
-                await self._io(self._save, rd)
+                    await self._until_stored("db", self._install_via_applier, rd)
+                # Nothing of this Ready is acknowledged (Persisted releases the acks) until it is on disk.
+                # A Ready that only moves the commit index writes nothing (see needs_hard_state_write): it
+                # skips the thread hop too, which matters because that is most Readys of a busy leader.
+                hs = rd.hard_state
+                if rd.entries or rd.snapshot is not None or (
+                        hs is not None and needs_hard_state_write(self._written_hard_state, hs)):
+                    await self._until_stored("log", self._io, self._save, rd)
+                    if hs is not None:
+                        self._written_hard_state = hs
                 await self.consensus_in.send(Persisted(rd))
             elif isinstance(job, CompactLog):
-                await self._io(self.storage.compact, job.meta)
+                await self._until_stored("log", self._io, lambda: self.storage.compact(job.meta))
                 self.log_bytes = self.storage.log_bytes()
+
+    async def _install_via_applier(self, rd: Ready) -> None:
+        assert rd.snapshot is not None
+        reply = Reply()
+        await self.applier_in.send(InstallSnapshot(rd.snapshot.meta, Path(rd.snapshot.data), reply))
+        await reply.wait()
+
+    async def _until_stored(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`await fn(*args)`, a durable write to the Raft log or the database, until the disk takes it.
+
+        While the disk refuses it (full, failing) the caller waits, so nothing that depends on it is
+        acknowledged; meanwhile the node refuses writes and linearizable reads with a clear error, hands
+        leadership to another node, and tries again every DISK_RETRY_S -- the node recovers by itself once
+        space returns.  A failed log write leaves FileStorage unusable (its durable state is unknown), so the
+        log is read back from disk before the retry, which rewrites the whole batch.
+        """
+        while True:
+            try:
+                result = await fn(*args)
+            except (OSError, StorageClosedError, sqlite3.OperationalError) as e:
+                if not _is_disk_error(e):
+                    raise
+                self._disk_trouble(what, e)
+                await trio.sleep(DISK_RETRY_S)
+                if what == "log":
+                    with contextlib.suppress(OSError, StorageClosedError):
+                        await self._io(self._reopen_log)
+                continue
+            if self.disk_errors.pop(what, None) is not None:
+                log.warning("node %d: the %s takes writes again%s", self.id, _WHAT[what],
+                            "; serving writes again" if not self.disk_errors else "")
+            return result
+
+    def _disk_trouble(self, what: str, e: BaseException) -> None:
+        full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "full" in str(e)
+        why = f"disk full ({e})" if full else f"cannot write its {_WHAT[what]} ({e})"
+        first = not self.disk_errors
+        if what not in self.disk_errors:
+            log.error("node %d: %s; refusing writes, acknowledging nothing more, retrying every %gs",
+                      self.id, why, DISK_RETRY_S)
+        self.disk_errors[what] = why
+        if first:
+            # Whoever waits here now would wait until the disk is fixed: answer them (the writes' fate is
+            # unknown to them, as after a timeout; a retry elsewhere with the same request id is exactly-once).
+            try:
+                self._check_disk()
+            except DiskError as err:
+                for reply in self.reads.values():
+                    reply.fail(err)
+                waiters, self.waiters = self.waiters, {}
+                for w in waiters.values():
+                    w.reply.fail(err)
+        if self.role == Role.LEADER:
+            # A leader that cannot persist cannot apply, so writes would hang on it: hand over to the most
+            # up-to-date voter (best effort; repeated on every retry while we still lead).
+            with contextlib.suppress(trio.WouldBlock):
+                self.consensus_in.send_nowait(Call(self._hand_over, Reply()))
+
+    def _hand_over(self, core: RaftCore) -> None:
+        if core.role != Role.LEADER:
+            return
+        others = [n for n in core.conf().voters if n != self.id and n in core.prs]
+        if others:
+            core.transfer_leadership(max(others, key=lambda n: core.prs[n].match))
+
+    def _reopen_log(self) -> None:
+        """Read the Raft log back from disk after a failed write (recovery cuts off a torn tail)."""
+        old = self.storage
+        if not isinstance(old, FileStorage):
+            return
+        with contextlib.suppress(OSError):
+            old.close()
+        fresh = FileStorage(self.s.raft_dir, segment_bytes=getattr(old, "_segment_bytes", 64 * 1024 * 1024))
+        fresh.load()
+        self.storage = fresh
 
     def _save(self, rd: Ready) -> None:
         t0 = time.perf_counter()
@@ -697,10 +819,14 @@ class Node:
         task_status.started()
         rx = self._applier_rx
         while True:
-            job = await rx.receive()
+            # An ApplyEntries job stays in _applier_job until it is done: if this actor crashes and restarts,
+            # it resumes with the same job instead of skipping its entries.
+            job = self._applier_job if self._applier_job is not None else await rx.receive()
+            self._applier_job = job if isinstance(job, ApplyEntries) else None
             self.crash.maybe_crash("applier")
             if isinstance(job, ApplyEntries):
                 await self._apply(job)
+                self._applier_job = None
             elif isinstance(job, InstallSnapshot):
                 try:
                     index = await self.db.install_snapshot(job.path)
@@ -719,6 +845,8 @@ class Node:
                     job.reply.set(index)
                 except BaseException as e:
                     job.reply.fail(e)
+                    if isinstance(e, (OSError, sqlite3.OperationalError)) and _is_disk_error(e):
+                        continue  # the log writer tries again (see _until_stored); no reason to crash
                     raise
 
     async def _apply(self, job: ApplyEntries) -> None:
@@ -726,7 +854,8 @@ class Node:
         if entries:
             batch = [(e.index, int(e.type), e.data) for e in entries]
             t0 = time.perf_counter()
-            results = await self.db.apply(batch)
+            # A batch the database refuses (disk full) is retried, never skipped: apply_batch rolled it back.
+            results = await self._until_stored("db", self.db.apply, batch)
             self.metrics.applied(time.perf_counter() - t0, len(entries))
             self.applied_index = entries[-1].index
             for e, res in zip(entries, results):
@@ -743,7 +872,16 @@ class Node:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
         if self.applied_index - self.snapshot_index >= self.s.snapshot_entries:
-            await self._take_snapshot()
+            try:
+                await self._take_snapshot()
+            except (OSError, sqlite3.OperationalError) as e:
+                if not _is_disk_error(e):
+                    raise
+                log.warning("node %d: no snapshot at index %d: %s (tried again after the next batch)",
+                            self.id, self.applied_index, e)
+                for p in self.s.snapshot_dir.glob("tmp-*"):  # a half-written copy only takes space
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     def _after_apply_hooks(self, entries: list[Entry], results: list[Any]) -> None:
         """Learn addresses from the replicated address book as it is applied."""
@@ -795,6 +933,25 @@ class Node:
                     p.unlink()
                 except OSError:
                     pass
+
+
+_WHAT = {"log": "Raft log", "db": "database"}
+
+
+def _is_disk_error(e: BaseException) -> bool:
+    """An error of the disk under a write (full, I/O error), as opposed to a bug: worth retrying."""
+    if isinstance(e, StorageClosedError):
+        return True  # an earlier write failed; _reopen_log makes the storage usable again
+    if isinstance(e, sqlite3.OperationalError):
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return True
+        text = str(e)
+        return "disk is full" in text or "disk I/O error" in text
+    return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
 
 
 def _file_size(path: Path) -> int:

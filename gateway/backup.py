@@ -18,9 +18,8 @@ password hashes), reads it back through the same verification `restore` uses, an
 Authorization.  A backup is every account's password hash and every booking, so it needs an administrator's
 live session token: `--token`, else $RAILRAFT_TOKEN, else the session `railraft login` saved (see
 gateway/cli_booking.py).  The leader checks it after the read barrier (a token revoked before the call is
-refused): UNAUTHENTICATED without a live session, PERMISSION_DENIED for a customer.  This is stricter than
-the membership RPCs of the same service (AddNode, RemoveNode, TransferLeader), which have no authorization
-of their own today and rely on the node port not being exposed.
+refused): UNAUTHENTICATED without a live session, PERMISSION_DENIED for a customer.  (The membership RPCs of
+the same service take the cluster secret or an administrator's token instead; see gateway/peer_auth.py.)
 
 File format (version 1)
 -----------------------

@@ -903,7 +903,7 @@ def _start_profiler(profile: dict[str, Any], duration: float) -> subprocess.Pope
     # flamegraph.pl or grep), .json speedscope.
     fmt = {".txt": "raw", ".folded": "raw", ".json": "speedscope"}.get(out.suffix.lower(), "flamegraph")
     argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(round(duration)))),
-            "--rate", str(profile.get("rate", 100)), "--nonblocking", "--output", str(out), "--format", fmt]
+            "--rate", str(profile.get("rate", 100)), "--nonblocking", "--threads", "--output", str(out), "--format", fmt]
     profile["command"] = shlex.join(argv)
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -252,6 +252,19 @@ class BookingCore:
         """Precheck and propose `cmd` (from any node, exactly once); its apply result, OK or not."""
         return await self.submitter.submit(precheck(cmd))
 
+    async def submit_at(self, cmd: CommandBase) -> tuple[Result, int]:
+        """`submit`, also returning the log index it was applied at (for `read_after`)."""
+        return await self.submitter.submit_at(precheck(cmd))
+
+    async def read_after(self, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(conn, *args)` once this node has applied `index` (a write's own index: the read sees that write
+        and everything before it, which is what a linearizable read right after the write would show, without
+        a ReadIndex round).  Index 0 (unknown) falls back to a linearizable read."""
+        if not index:
+            return await self.read(LINEARIZABLE, fn, *args)
+        await trio_call(self.node.wait_applied, index, READ_TIMEOUT_S)
+        return await self.local(fn, *args)
+
     async def submit_ok(self, cmd: CommandBase) -> Result:
         """`submit`, raising the matching GRPCError unless the apply succeeded."""
         return raise_for(await self.submit(cmd))

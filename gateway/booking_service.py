@@ -407,8 +407,12 @@ class BookingService(LeaderHintMixin, BookingBase):
             raise self._not_found(e) from None
         except ValueError as e:
             raise invalid(str(e)) from None
-        res = raise_for(await self.core.submit(cmd))
-        return await self._booking(caller, res.data["pnr"], message=res.message)
+        res, index = await self.core.submit_at(cmd)
+        raise_for(res)
+        view = await self.core.read_after(index, bq.booking, res.data["pnr"], caller.user_id, caller.is_admin)
+        if view is None:  # pragma: no cover - the hold just created it
+            raise GRPCError(Status.NOT_FOUND, f"no booking {res.data['pnr']} among your bookings")
+        return booking_info(view, res.message)
 
     async def pay(self, pay_request: PayRequest) -> BookingInfo:
         req = pay_request

@@ -49,6 +49,14 @@ class Submitter:
 
     async def submit(self, command: bytes, timeout: float = WRITE_TIMEOUT_S) -> Result:
         """Apply `command` exactly once, wherever the leader is; returns its result (TimeoutError if no leader)."""
+        return (await self.submit_at(command, timeout))[0]
+
+    async def submit_at(self, command: bytes, timeout: float = WRITE_TIMEOUT_S) -> tuple[Result, int]:
+        """`submit`, also returning the log index the command was applied at (0 if the leader did not say).
+
+        A read on this node once it has applied that index sees the write (Node.wait_applied): no ReadIndex
+        round is needed to read back what was just written.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.02
@@ -57,8 +65,8 @@ class Submitter:
             if remaining <= 0:
                 raise TimeoutError("no leader applied the write in time")
             try:
-                result, _index = await trio_call(self.node.propose, command, remaining)
-                return result
+                result, index = await trio_call(self.node.propose, command, remaining)
+                return result, index
             except NotLeaderError as e:
                 if e.leader_id and e.leader_id != self.node.id and e.leader_addr:
                     try:
@@ -68,7 +76,7 @@ class Submitter:
                         resp = await NodeStub(self._channel(e.leader_addr)).propose(
                             request, timeout=remaining, metadata=metadata
                         )
-                        return decode_result(resp.result)
+                        return decode_result(resp.result), resp.index
                     except GRPCError as g:
                         if g.status not in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED):
                             raise

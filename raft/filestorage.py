@@ -3,7 +3,8 @@
 Directory layout::
 
     log-<first index, 20 digits>.seg   log segments, in index order
-    state.bin                          hard state (term, vote, commit), replaced atomically
+    state.bin                          hard state (term, vote, commit), replaced atomically when the term or
+                                       vote changes (the commit index is not written on its own)
     snapshot.meta                      latest snapshot's metadata (JSON), replaced atomically
 
 Each log record is ``length u32 | crc32 u32 | term u64 | index u64 | type u8 | data`` (little-endian), where
@@ -27,6 +28,7 @@ silently could lose committed entries.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -37,7 +39,14 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from .storage import CorruptLogError, Recovered, StorageClosedError, check_compact, check_save
+from .storage import (
+    CorruptLogError,
+    Recovered,
+    StorageClosedError,
+    check_compact,
+    check_save,
+    needs_hard_state_write,
+)
 from .types import Configuration, Entry, EntryType, HardState, SnapshotMeta
 
 __all__ = ["FileStorage"]
@@ -56,6 +65,19 @@ _STATE = struct.Struct("<4sHQQQ")  # magic, version, term, vote, commit; then cr
 _STATE_MAGIC = b"RRHS"
 _STATE_VERSION = 1
 _CRC = struct.Struct("<I")
+
+# Test hook (never set in production): RAILRAFT_FAULT_DISK_FULL=<path> -- while a file exists at <path>, every
+# write of the log and of the state files fails with ENOSPC, as on a full disk (store.db honours it too).  The
+# fault-injection suite (tests/chaos) uses it where it cannot mount a small tmpfs to fill for real.
+DISK_FULL_ENV = "RAILRAFT_FAULT_DISK_FULL"
+
+
+def fault_disk_full() -> None:
+    """Raise OSError(ENOSPC) if the RAILRAFT_FAULT_DISK_FULL test hook says the disk is full (see above)."""
+    flag = os.environ.get(DISK_FULL_ENV)
+    if flag and os.path.exists(flag):
+        raise OSError(errno.ENOSPC, f"No space left on device (test hook {DISK_FULL_ENV})")
+
 
 # How many indexes past the damaged one we look for when deciding whether damage is followed by valid
 # records.  A single damaged record is followed by index+1; a wider scan also catches a run of damage.
@@ -129,7 +151,7 @@ class FileStorage:
                 self._install_snapshot(snapshot)
             if entries:
                 self._append(entries)
-            if hard_state is not None and hard_state != self._hard:
+            if hard_state is not None and needs_hard_state_write(self._hard, hard_state):
                 self._write_atomic(STATE_FILE, _encode_hard_state(hard_state))
                 self._hard = hard_state
         except BaseException as exc:
@@ -273,6 +295,7 @@ class FileStorage:
 
     def _write_all(self, buf: bytes | bytearray) -> None:
         assert self._fd is not None
+        fault_disk_full()
         view = memoryview(buf)
         while view:
             n = os.write(self._fd, view)
@@ -281,6 +304,7 @@ class FileStorage:
     def _write_atomic(self, name: str, data: bytes) -> None:
         path = os.path.join(self._dir, name)
         tmp = path + TMP_SUFFIX
+        fault_disk_full()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)

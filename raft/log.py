@@ -30,7 +30,9 @@ class RaftLog:
             if e.index != snap.index + 1 + i:
                 raise LogInvariantError(f"log has a gap at index {snap.index + 1 + i}")
         self.stabled = self.last_index()
-        self.committed = max(snap.index, min(committed, self.last_index()))
+        # What the state machine applied was committed, even if the commit index on disk is older (it is
+        # written only with term/vote changes, see raft.filestorage.needs_hard_state_write).
+        self.committed = max(snap.index, min(max(committed, applied), self.last_index()))
         self.applied = max(snap.index, min(applied, self.committed))
         self.pending_snapshot: Snapshot | None = None
         self.confs: list[tuple[int, Configuration]] = [(snap.index, snap.conf)]

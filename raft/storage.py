@@ -191,7 +191,7 @@ class MemoryStorage:
         if entries:
             del self._entries[entries[0].index - self._snap.index - 1 :]
             self._entries.extend(entries)
-        if hard_state is not None:
+        if hard_state is not None and needs_hard_state_write(self._hard, hard_state):
             self._hard = hard_state
 
     def compact(self, meta: SnapshotMeta) -> None:
@@ -223,3 +223,14 @@ class MemoryStorage:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError("storage is closed")
+
+
+def needs_hard_state_write(durable: HardState, new: HardState) -> bool:
+    """Whether `new` must be written: only a new term or vote must be durable before anything is sent.
+
+    The commit index rides along when they change but is not written on its own: rewriting the state file
+    (write, fsync, rename, directory fsync) every time the commit index moves cost more than appending the
+    entries.  Losing it in a crash is safe -- a restarted node learns the commit index again from the leader,
+    and what it had applied is known from its database (RaftLog takes max(commit, applied)).
+    """
+    return new.term != durable.term or new.vote != durable.vote

@@ -49,6 +49,16 @@ class SnapshotError(ValueError):
     """A snapshot file is not a usable railraft database; the current database was left untouched."""
 
 
+def _fault_disk_full() -> None:
+    """Test hook RAILRAFT_FAULT_DISK_FULL=<path> (see raft.filestorage): while the file exists, writes fail as
+    SQLite fails them on a full disk.  Never set in production."""
+    flag = os.environ.get("RAILRAFT_FAULT_DISK_FULL")
+    if flag and os.path.exists(flag):
+        err = sqlite3.OperationalError("database or disk is full (test hook RAILRAFT_FAULT_DISK_FULL)")
+        err.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise err
+
+
 # ----------------------------------------------------------------------------------- the asyncio edge
 
 
@@ -270,6 +280,7 @@ class Database:
         """
         # Normalise here, on the Trio side: EntryType -> int, memoryview -> bytes.
         entries = [(int(index), int(kind), bytes(data)) for index, kind, data in batch]
+        _fault_disk_full()
         with trio.CancelScope(shield=True):
             async with self._write_lock:
                 writer = self._require_writer()
@@ -282,6 +293,7 @@ class Database:
         SQLite's backup API into a temporary file that is then renamed into place.  The copy is a
         single-file (rollback-journal mode) database, ready to ship to a follower.
         """
+        _fault_disk_full()
         with trio.CancelScope(shield=True):
             async with self._write_lock:
                 writer = self._require_writer()

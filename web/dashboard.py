@@ -7,8 +7,8 @@
 
 Only a logged-in user whose session role is ADMIN may use it: logged-out users are sent to the login page,
 customers get a 403 sentence (JSON: a 403 JSON error).  The transfer additionally asks the cluster who the
-session belongs to (WhoAmI) before acting, because the node admin RPC itself takes no token: the web app is the
-only gate in front of it, and a signed cookie keeps saying ADMIN for 12 h whatever happens to the account.
+session belongs to (WhoAmI) before acting, because a signed cookie keeps saying ADMIN for 12 h whatever happens
+to the account; the node then checks the session token it is given as well (gateway/peer_auth.py).
 
 The status comes from `RailraftClient.status()` (every node asked at once; a node that does not answer is a
 "down" entry, so a dead node shows as down).  Fresh results are shared for STATUS_TTL_S between concurrent
@@ -288,7 +288,7 @@ def register(app: Any, web: WebContext) -> None:
             await flash("Choose the node to hand leadership to.", "error")
             return redirect(url_for("dashboard"))
         try:
-            # The node admin RPC takes no token: make sure the session still belongs to an operator.
+            # The cookie's role may be hours old: ask the cluster whose session this is before acting.
             user = await web.call("whoami", token=web.token())
             if str(getattr(user, "role", "")).upper() != ADMIN_ROLE:
                 session["role"] = str(getattr(user, "role", ""))

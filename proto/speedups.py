@@ -1,0 +1,102 @@
+"""Faster attribute access for betterproto messages, with the same behaviour.
+
+betterproto 2.0.0b7 (the release whose compiler makes our grpclib stubs) routes every attribute read and write
+of every message through Python-level `Message.__getattribute__` / `__setattr__`, which look up the class's
+metadata through a class property and check for `oneof` groups each time.  Profiles of a busy node showed
+those two methods alone at about a third of its CPU.
+
+`install()` replaces both with versions that do the same thing faster:
+
+* the metadata (`_betterproto`) becomes a plain class attribute of each message class once it is first used
+  (the class property computed and cached exactly that object already);
+* for a class without `oneof` groups -- most of ours -- the group bookkeeping is skipped, because for such a
+  class it never does anything: no field belongs to a group.  A class with groups keeps the original methods.
+
+What stays: unset fields hold betterproto's PLACEHOLDER and get their default on first read (as before), and
+setting a field marks the message as serialized on the wire (as before).  tests/test_proto_speedups.py checks
+that encoding, decoding, defaults and oneof behaviour are the same with and without `install()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import betterproto
+from betterproto import PLACEHOLDER, Message
+
+__all__ = ["install", "installed"]
+
+_ORIGINAL_GETATTRIBUTE = Message.__getattribute__
+_ORIGINAL_SETATTR = Message.__setattr__
+_object_get = object.__getattribute__
+_object_set = object.__setattr__
+
+# message class -> True when it has no oneof groups (the fast path applies); filled on first use.
+_PLAIN: dict[type, bool] = {}
+_installed = False
+
+
+def _plain(cls: type) -> bool:
+    meta = cls._betterproto  # the class property: computes and caches the metadata
+    # A plain class attribute from now on: later lookups skip the class property's Python call.
+    type.__setattr__(cls, "_betterproto", meta)
+    plain = _PLAIN[cls] = not meta.oneof_group_by_field
+    return plain
+
+
+def _getattribute(self: Message, name: str) -> Any:
+    cls = type(self)
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _plain(cls)
+    if not plain:
+        return _ORIGINAL_GETATTRIBUTE(self, name)
+    value = _object_get(self, name)
+    if value is not PLACEHOLDER:
+        return value
+    # As the original: an unset field gets its default on first read (lazily, for recursive message types).
+    value = self._get_field_default(name)
+    _object_set(self, name, value)
+    return value
+
+
+def _setattr(self: Message, attr: str, value: Any) -> None:
+    cls = type(self)
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _plain(cls)
+    if not plain:
+        _ORIGINAL_SETATTR(self, attr, value)
+        return
+    # As the original: an empty message assigned to a field counts as set; any field set marks the message
+    # as serialized on the wire.  (The oneof bookkeeping the original does next is empty for this class.)
+    if isinstance(value, Message) and not value._betterproto.meta_by_field_name:
+        value._serialized_on_wire = True
+    if attr != "_serialized_on_wire":
+        _object_get(self, "__dict__")["_serialized_on_wire"] = True
+    _object_set(self, attr, value)
+
+
+def install() -> None:
+    """Switch betterproto's Message to the faster attribute access (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    Message.__getattribute__ = _getattribute  # type: ignore[method-assign]
+    Message.__setattr__ = _setattr  # type: ignore[method-assign]
+    _installed = True
+
+
+def uninstall() -> None:
+    """Back to betterproto's own methods (tests compare both)."""
+    global _installed
+    Message.__getattribute__ = _ORIGINAL_GETATTRIBUTE  # type: ignore[method-assign]
+    Message.__setattr__ = _ORIGINAL_SETATTR  # type: ignore[method-assign]
+    _installed = False
+
+
+def installed() -> bool:
+    """Whether `install()` is in effect."""
+    return _installed
+
+
