@@ -20,17 +20,37 @@ transport's help:
 
 Decoding never trusts its input: malformed envelopes raise `CodecError` (a ValueError), which the
 transport logs and drops.
+
+The peer stream does not use this betterproto mapping any more: `encode_envelope` / `decode_envelope`
+(gateway/peer_wire.py, re-exported here) go straight between Message and PeerEnvelope wire bytes, with the
+same bytes and the same results (tests/test_peer_wire.py proves it against the functions below).  The
+betterproto forms remain for the cold paths (unary RPCs, InstallSnapshot chunks) and as the reference:
+
+    wire = encode_envelope(msg, cluster_id, group_id)          # == bytes(message_to_proto(...))
+    cluster_id, group_id, msg = decode_envelope(wire)          # == decode_envelope_betterproto(wire)
+
+`python -m gateway.peer_codec --bench` times both forms.
 """
 
 from __future__ import annotations
 
-import struct
-
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import betterproto
 
+from gateway.peer_wire import (
+    NETWORK_TYPES,
+    TRANSFER_CONTEXT,
+    CodecError,
+    check_carried,
+    decode_envelope,
+    encode_envelope,
+    pack_entries,
+    unpack_entries,
+)
 from proto.gen.railraft.raft.v1 import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -55,54 +75,21 @@ from raft.types import Configuration, Entry, EntryType, Message, MsgType, Snapsh
 __all__ = [
     "CodecError",
     "NETWORK_TYPES",
+    "TRANSFER_CONTEXT",
     "decode_envelope",
+    "decode_envelope_betterproto",
+    "encode_envelope",
+    "encode_envelope_betterproto",
+    "pack_entries",
+    "unpack_entries",
     "message_from_peer",
     "message_from_proto",
     "message_to_peer",
     "message_to_proto",
 ]
 
-# VOTE/PRE_VOTE context that marks an election caused by a leadership transfer.
-TRANSFER_CONTEXT = b"transfer"
-
-# Message fields other than type/to/frm/term, with their defaults: a field a type does not carry must
-# hold its default, or encoding fails.
-_OPTIONAL_FIELDS: dict[str, Any] = {
-    "log_term": 0,
-    "index": 0,
-    "entries": (),
-    "commit": 0,
-    "reject": False,
-    "reject_hint": 0,
-    "snapshot": None,
-    "context": b"",
-}
-
-# Which of those fields each network message type carries.
-_CARRIED: dict[MsgType, frozenset[str]] = {
-    MsgType.APP: frozenset({"log_term", "index", "entries", "commit"}),
-    MsgType.APP_RESP: frozenset({"index", "reject", "reject_hint", "log_term", "commit"}),
-    MsgType.VOTE: frozenset({"log_term", "index", "context"}),
-    MsgType.PRE_VOTE: frozenset({"log_term", "index", "context"}),
-    MsgType.VOTE_RESP: frozenset({"reject"}),
-    MsgType.PRE_VOTE_RESP: frozenset({"reject"}),
-    MsgType.HEARTBEAT: frozenset({"commit", "context", "index"}),
-    MsgType.HEARTBEAT_RESP: frozenset({"commit", "context", "index"}),
-    MsgType.TIMEOUT_NOW: frozenset(),
-    MsgType.READ_INDEX: frozenset({"index", "context"}),
-    MsgType.READ_INDEX_RESP: frozenset({"index", "context"}),
-    MsgType.PROP: frozenset({"entries"}),
-    MsgType.TRANSFER_LEADER: frozenset({"index"}),
-    MsgType.SNAP: frozenset({"snapshot"}),
-    MsgType.SNAP_STATUS: frozenset({"reject"}),
-}
-
-# Every message type that can cross the network (SNAP_STATUS only as an InstallSnapshotResponse).
-NETWORK_TYPES = frozenset(_CARRIED)
-
-
-class CodecError(ValueError):
-    """A message that cannot be encoded, or protobuf input that does not decode to a valid message."""
+# CodecError, the table of fields each message type carries (check_carried) and the packed-entries format
+# live in gateway/peer_wire.py, the hand codec the peer stream uses; they are re-exported here.
 
 
 # --- Message -> protobuf -------------------------------------------------------------------------------
@@ -112,53 +99,9 @@ def _entries_to_pb(entries: tuple[Entry, ...]) -> list[PbEntry]:
     return [PbEntry(term=e.term, index=e.index, type=PbEntryType(int(e.type)), data=e.data) for e in entries]
 
 
-_PACKED_HEADER = struct.Struct("<QQBI")
-
-
-def pack_entries(entries: tuple[Entry, ...] | list[Entry]) -> bytes:
-    """The `packed_entries` form of a batch (see raft.proto): one bytes field instead of a message per entry."""
-    parts = []
-    head = _PACKED_HEADER.pack
-    for e in entries:
-        parts.append(head(e.term, e.index, int(e.type), len(e.data)))
-        parts.append(e.data)
-    return b"".join(parts)
-
-
-def unpack_entries(blob: bytes) -> tuple[Entry, ...]:
-    """Inverse of `pack_entries`; CodecError on a malformed blob."""
-    out = []
-    pos, end = 0, len(blob)
-    size = _PACKED_HEADER.size
-    unpack = _PACKED_HEADER.unpack_from
-    while pos < end:
-        if pos + size > end:
-            raise CodecError(f"packed entries: truncated header at byte {pos}")
-        term, index, kind, length = unpack(blob, pos)
-        pos += size
-        if pos + length > end:
-            raise CodecError(f"packed entries: entry {index} claims {length} bytes past the end")
-        try:
-            etype = EntryType(kind)
-        except ValueError:
-            raise CodecError(f"unknown entry type {kind} at index {index}") from None
-        out.append(Entry(term, index, etype, bytes(blob[pos : pos + length])))
-        pos += length
-    return tuple(out)
-
-
-def _check_carried(msg: Message) -> None:
-    carried = _CARRIED.get(msg.type)
-    if carried is None:
-        raise CodecError(f"{msg.type.name} is a local message and never crosses the network")
-    for name, default in _OPTIONAL_FIELDS.items():
-        if name not in carried and getattr(msg, name) != default:
-            raise CodecError(f"{msg.type.name} cannot carry field {name!r} (value {getattr(msg, name)!r})")
-
-
 def message_to_peer(msg: Message, cluster_id: str, group_id: int) -> betterproto.Message:
     """The protobuf peer message for `msg` (not wrapped in an envelope)."""
-    _check_carried(msg)
+    check_carried(msg)
     hdr = dict(cluster_id=cluster_id, group_id=group_id, from_id=msg.frm, to_id=msg.to, term=msg.term)
     t = msg.type
     if t in (MsgType.VOTE, MsgType.PRE_VOTE):
@@ -222,7 +165,7 @@ def message_to_peer(msg: Message, cluster_id: str, group_id: int) -> betterproto
         )
     if t is MsgType.SNAP_STATUS:
         return InstallSnapshotResponse(**hdr, reject=msg.reject)
-    raise AssertionError(f"unhandled message type {t!r}")  # _check_carried lets only known types through
+    raise AssertionError(f"unhandled message type {t!r}")  # check_carried lets only known types through
 
 
 # PeerEnvelope oneof field name for each protobuf message class.
@@ -359,8 +302,14 @@ def message_from_proto(env: PeerEnvelope) -> tuple[str, int, Message]:
     return message_from_peer(inner)
 
 
-def decode_envelope(wire: bytes) -> tuple[str, int, Message]:
-    """Parse and decode an envelope's wire bytes.  Any malformed input raises CodecError.
+def encode_envelope_betterproto(msg: Message, cluster_id: str, group_id: int) -> bytes:
+    """What `encode_envelope` returns, through betterproto (the reference; slow)."""
+    return bytes(message_to_proto(msg, cluster_id, group_id))
+
+
+def decode_envelope_betterproto(wire: bytes) -> tuple[str, int, Message]:
+    """What `decode_envelope` returns, through betterproto (the reference; slow).  Malformed input raises
+    CodecError.
 
     (betterproto's Rust codec reports bad bytes as RuntimeError, its Python fallback as assorted
     exceptions; this folds them all into CodecError.)
@@ -370,3 +319,71 @@ def decode_envelope(wire: bytes) -> tuple[str, int, Message]:
     except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the input was bad
         raise CodecError(f"malformed PeerEnvelope: {exc}") from exc
     return message_from_proto(env)
+
+
+# --- microbenchmark ------------------------------------------------------------------------------------
+
+
+def _bench_messages() -> dict[str, Message]:
+    """Typical peer messages of a busy 3-node cluster."""
+    term, base = 7, 1_234_567
+    ents = tuple(Entry(term, base + 1 + i, EntryType.NORMAL, bytes(range(256)) + bytes(44)) for i in range(32))
+    return {
+        "append 32x300B": Message(MsgType.APP, to=2, frm=1, term=term, log_term=term, index=base, entries=ents,
+                                  commit=base - 5),
+        "append 1x300B": Message(MsgType.APP, to=2, frm=1, term=term, log_term=term, index=base,
+                                 entries=ents[:1], commit=base - 5),
+        "append ack": Message(MsgType.APP_RESP, to=1, frm=2, term=term, index=base + 32, commit=base - 5),
+        "heartbeat": Message(MsgType.HEARTBEAT, to=2, frm=1, term=term, commit=base, index=987_654),
+        "heartbeat ack": Message(MsgType.HEARTBEAT_RESP, to=1, frm=2, term=term, commit=base, index=987_654),
+    }
+
+
+def _time_us(fn: Callable[[], object], min_s: float = 0.2) -> float:
+    """Best of 5 runs of µs per call."""
+    n = 1
+    while True:  # calibrate
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_s / 5:
+            break
+        n *= 2
+    best = dt
+    for _ in range(4):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - t0)
+    return best / n * 1e6
+
+
+def bench(out: Any = None, min_s: float = 0.2) -> dict[str, dict[str, float]]:
+    """µs per encode and decode of typical peer messages, betterproto vs the hand codec; printed to `out`
+    (each figure: the best of 5 runs of about `min_s` / 5 seconds)."""
+    out = out or sys.stdout
+    results: dict[str, dict[str, float]] = {}
+    print(f"{'message':<16} {'bytes':>6} {'encode old':>11} {'encode new':>11} {'decode old':>11} {'decode new':>11}"
+          "   (µs per message)", file=out)
+    for name, msg in _bench_messages().items():
+        wire = encode_envelope(msg, "railraft", 1)
+        assert wire == encode_envelope_betterproto(msg, "railraft", 1)
+        assert decode_envelope(wire) == decode_envelope_betterproto(wire) == ("railraft", 1, msg)
+        r = {
+            "bytes": len(wire),
+            "encode_old_us": _time_us(lambda: encode_envelope_betterproto(msg, "railraft", 1), min_s),
+            "encode_new_us": _time_us(lambda: encode_envelope(msg, "railraft", 1), min_s),
+            "decode_old_us": _time_us(lambda: decode_envelope_betterproto(wire), min_s),
+            "decode_new_us": _time_us(lambda: decode_envelope(wire), min_s),
+        }
+        results[name] = r
+        print(f"{name:<16} {len(wire):>6} {r['encode_old_us']:>11.1f} {r['encode_new_us']:>11.1f} "
+              f"{r['decode_old_us']:>11.1f} {r['decode_new_us']:>11.1f}", file=out)
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--bench"]:
+        sys.exit("usage: python -m gateway.peer_codec --bench")
+    bench()

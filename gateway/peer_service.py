@@ -25,13 +25,15 @@ spawn.  The stream handler therefore receives on one asyncio task and delivers o
 arrived while the previous delivery was running goes to Trio in a single hop, so under load the number of
 hops is far below the number of messages.  We also tell grpclib to hand us raw message bytes (`RawBytes`)
 and decode them ourselves, so that malformed input becomes INVALID_ARGUMENT instead of a generic
-"Internal Server Error".
+"Internal Server Error".  Stream envelopes are decoded by hand (gateway/peer_wire.py: no betterproto object
+is built for them); the unary calls and snapshot chunks, which are rare, still go through betterproto.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import pathlib
@@ -46,7 +48,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from gateway.peer_auth import AUTH_METADATA, Auth, ClusterAuth, StreamVerifier, envelope_auth, frame, peer_host
-from gateway.peer_codec import CodecError, decode_envelope, message_from_peer
+from gateway.peer_codec import CodecError, message_from_peer
+from gateway.peer_wire import decode_envelope
 from proto.gen.railraft.raft.v1 import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -431,7 +434,7 @@ class RaftPeerService(RaftBase):
             if first.offset != 0:
                 raise _invalid(f"first snapshot chunk at offset {first.offset}, expected 0")
 
-            fh, path = await loop.run_in_executor(None, self._new_temp_file, msg)
+            fh, path = await self._disk_io(loop, self._new_temp_file, msg)
             received = 0
             chunk = first
             while True:
@@ -444,7 +447,7 @@ class RaftPeerService(RaftBase):
                 if chunk.offset != received:
                     raise _invalid(f"snapshot chunk at offset {chunk.offset}, expected {received}")
                 if chunk.data:
-                    await loop.run_in_executor(None, fh.write, chunk.data)
+                    await self._disk_io(loop, fh.write, chunk.data)
                     received += len(chunk.data)
                 if chunk.done:
                     break
@@ -455,7 +458,7 @@ class RaftPeerService(RaftBase):
             if await stream.recv_message() is not None:
                 raise _invalid("snapshot chunk after the last one")
 
-            await loop.run_in_executor(None, _sync_and_close, fh)
+            await self._disk_io(loop, _sync_and_close, fh)
             fh = None
             assert msg.snapshot is not None
             # The core gets the file's location as the snapshot's (opaque) data.
@@ -484,6 +487,16 @@ class RaftPeerService(RaftBase):
                 fh.close()
             if path is not None and not accepted:
                 path.unlink(missing_ok=True)
+
+    async def _disk_io(self, loop: Any, fn: Any, *args: Any) -> Any:
+        """Blocking file work of a snapshot being received, off the loop; a failing disk (full, read-only,
+        I/O error) answers the sender with a status and a sentence instead of an unhandled error."""
+        try:
+            return await loop.run_in_executor(None, fn, *args)
+        except OSError as e:
+            status = Status.RESOURCE_EXHAUSTED if e.errno in (errno.ENOSPC, errno.EDQUOT) else Status.UNAVAILABLE
+            log.warning("node %d: cannot store an incoming snapshot: %s", self.node_id, e)
+            raise GRPCError(status, f"node {self.node_id}: cannot store the snapshot ({e.strerror or e})") from None
 
     # --- unary forms -----------------------------------------------------------------------------------
     # They deliver like the stream does; the reply only acknowledges receipt.  It carries no Raft meaning
