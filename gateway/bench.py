@@ -557,7 +557,8 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
     from .client import RailraftClient
 
     runs = [RunSpec(*r) for r in static["runs"]]
-    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S))
+    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S),
+                        spread_writes=static.get("spread_writes", False))
     try:
         try:
             await rr.status(timeout=5.0)  # find the leader, open the channels
@@ -745,12 +746,14 @@ class WorkerPool:
     """`n` load-generator processes (spawned once, each with its own asyncio loop and RailraftClient) that
     run the phases of a benchmark; see `phase`."""
 
-    def __init__(self, n: int, addresses: list[str], dataset: Dataset, say: Callable[[str], None] = _say) -> None:
+    def __init__(self, n: int, addresses: list[str], dataset: Dataset, say: Callable[[str], None] = _say,
+                 spread_writes: bool = False) -> None:
         self.n = n
         self.say = say
         self.ctx = mp.get_context("spawn")
         self.counter = self.ctx.Value("q", 0)
         self.static = {"addresses": addresses, "tokens": dataset.tokens, "timeout": CALL_TIMEOUT_S,
+                       "spread_writes": spread_writes,
                        "runs": [(r.run_id, r.date, r.codes, r.classes) for r in dataset.runs]}
         self.procs: list[tuple[Any, Any]] = []
         self.pids: list[int] = []
@@ -1347,6 +1350,7 @@ class BenchConfig:
     duration: float = DEFAULT_DURATION_S
     clients: int = DEFAULT_CLIENTS
     workers: int | None = None
+    spread_writes: bool = False  # clients send writes to any node (followers forward) instead of the leader
     nodes: list[str] | None = None
     reads: bool = True
     read_duration: float | None = None
@@ -1514,7 +1518,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                 remote_pids[n["id"]] = local_node_pid(n["address"], n.get("pid"))
         cpu_start = {nid: proc_cpu_s(pid) if pid else None for nid, pid in node_pids().items()}
 
-        pool = WorkerPool(workers, addresses, dataset, say=say)
+        pool = WorkerPool(workers, addresses, dataset, say=say, spread_writes=cfg.spread_writes)
         await pool.start()
         common = dict(warmup=cfg.warmup, seed=cfg.seed, node_pids=node_pids, status_client=rr)
 
@@ -1834,6 +1838,9 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--admin-password", default=None,
                    help="with --nodes: the administrator's password (default: RAILRAFT_ADMIN_PASSWORD)")
     p.add_argument("--no-reads", action="store_true", help="skip the read phase")
+    p.add_argument("--spread-writes", action="store_true",
+                   help="clients send bookings to any node, round-robin (followers forward them to the leader), "
+                        "instead of to the leader")
     p.add_argument("--read-duration", type=float, default=None, metavar="S",
                    help="seconds of reads, half linearizable, half stale (default: --duration)")
     p.add_argument("--pay", action="store_true", help="pay every successful hold")
@@ -1876,7 +1883,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.trains < 1 or args.days < 1 or args.coaches < 1 or args.seats < 1 or args.preload < 0:
             raise ValueError("--trains, --days, --coaches, --seats must be >= 1 and --preload >= 0")
         cfg = BenchConfig(
-            duration=args.duration, clients=args.clients, workers=args.workers,
+            duration=args.duration, clients=args.clients, workers=args.workers, spread_writes=args.spread_writes,
             nodes=parse_addresses(args.nodes) if args.nodes else None, reads=not args.no_reads,
             read_duration=args.read_duration, pay=args.pay, single=args.single, json=args.json,
             profile=args.profile, profile_out=args.profile_out, trains=args.trains, days=args.days,

@@ -356,8 +356,11 @@ class RailraftClient:
     def __init__(self, addresses: Sequence[str] | str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  consistency: Consistency = LINEARIZABLE, attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
                  token: str = "", backoff_initial: float = BACKOFF_INITIAL_S, backoff_max: float = BACKOFF_MAX_S,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, spread_writes: bool = False) -> None:
         self.addresses: list[str] = parse_addresses(addresses)
+        # Writes to any node, round-robin like reads (followers forward them to the leader), instead of to
+        # the leader first: spreads the cost of serving client calls over the cluster.
+        self.spread_writes = spread_writes
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.consistency = Consistency(consistency)
@@ -456,17 +459,18 @@ class RailraftClient:
         delay = self.backoff_initial
         follow: str | None = None  # a leader hint to try next
         start = self._rr
-        if not route.write:
+        spread = route.write and self.spread_writes
+        if not route.write or spread:
             self._rr += 1
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise _unavailable(route, total, attempts)
-            if route.write and self.leader is None and follow is None:
+            if route.write and not spread and self.leader is None and follow is None:
                 # Bounded so that discovery never eats the time the call needs for its attempts.
                 await self._discover(min(DISCOVERY_TIMEOUT_S, per_attempt, remaining / 3))
                 remaining = deadline - loop.time()
-            addr = follow or self._next(route.write, start, tried)
+            addr = follow or self._next(route.write and not spread, start, tried)
             follow = None
             if addr is None:
                 # Every node tried: wait a little (an election takes a few hundred ms), then go round again.

@@ -67,6 +67,20 @@ def test_writes_go_to_the_leader_found_by_status() -> None:
     run(main())
 
 
+def test_spread_writes_go_round_robin_to_every_node() -> None:
+    async def main() -> None:
+        async with FakeCluster(3, leader=3) as fc, RailraftClient(fc.addresses, spread_writes=True) as rr:
+            pnrs = [(await _hold(rr, request_id=f"r{i}")).pnr for i in range(3)]
+            assert len(set(pnrs)) == 3
+            # Each write starts at the next node (a follower of the fake points to the leader with a hint;
+            # a real one forwards the write itself); no Status discovery is needed first.
+            first_tries = [c.node for c in fc.calls_of("Hold")]
+            assert {1, 2, 3} <= set(first_tries), first_tries
+            assert not fc.calls_of("Status")
+
+    run(main())
+
+
 def test_writes_follow_leader_hints_when_status_does_not_know() -> None:
     async def main() -> None:
         async with FakeCluster(3, leader=2, status_knows_leader=False) as fc:
