@@ -305,9 +305,10 @@ async def logout(addrs: Sequence[str], token: str, timeout: float = CALL_TIMEOUT
 # --------------------------------------------------------------------------------------- rendering
 
 
-def _human_bytes(n: int | None) -> str:
+def human_bytes(n: int | None, unknown: str = "-") -> str:
+    """1536 -> '1.5 KiB' (B, KiB, MiB, GiB); `unknown` for None."""
     if n is None:
-        return "-"
+        return unknown
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -327,7 +328,7 @@ def format_status_table(st: dict[str, Any]) -> str:
         for _, key in cols:
             v = n.get(key)
             if key == "log_bytes":
-                row.append(_human_bytes(v))
+                row.append(human_bytes(v))
             elif key == "leader_id":
                 row.append("-" if not v else str(v))
             else:

@@ -60,6 +60,8 @@ from grpclib.exceptions import GRPCError
 
 from actors.config import SECRET_ENV, ConfigError, cluster_secret, parse_secret, read_secret_file
 
+from .peer_wire import uvarint
+
 __all__ = [
     "ADMIN_METHODS", "AUTH_METADATA", "Auth", "ClusterAuth", "auth_envelope", "decode_auth", "encode_auth",
     "envelope_auth", "MAX_SKEW_MS", "PROPOSE_METHOD", "REPLAY_WINDOW", "ReplayGuard",
@@ -150,30 +152,19 @@ class Auth:
                 f"seq={self.seq}, count={self.count})")
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def encode_auth(a: Auth) -> bytes:
     """PeerAuth wire bytes (fields in number order, defaults omitted, as protobuf encoders do)."""
     parts = []
     for num, value in ((1, a.from_id), (2, a.to_id), (3, a.ts_ms)):
         if value:
-            parts += (bytes((num << 3,)), _varint(value))
+            parts += (bytes((num << 3,)), uvarint(value))
     if a.nonce:
-        parts += (b"\x22", _varint(len(a.nonce)), a.nonce)
+        parts += (b"\x22", uvarint(len(a.nonce)), a.nonce)
     for num, value in ((5, a.seq), (6, a.count)):
         if value:
-            parts += (bytes((num << 3,)), _varint(value))
+            parts += (bytes((num << 3,)), uvarint(value))
     if a.mac:
-        parts += (b"\x3a", _varint(len(a.mac)), a.mac)
+        parts += (b"\x3a", uvarint(len(a.mac)), a.mac)
     return b"".join(parts)
 
 
@@ -231,7 +222,7 @@ _ENVELOPE_AUTH = bytes(((14 << 3) | 2,))  # PeerEnvelope.auth: field 14, length-
 def auth_envelope(a: Auth) -> bytes:
     """A PeerEnvelope that holds only `a`."""
     body = encode_auth(a)
-    return _ENVELOPE_AUTH + _varint(len(body)) + body
+    return _ENVELOPE_AUTH + uvarint(len(body)) + body
 
 
 def envelope_auth(wire: bytes) -> Auth | None:

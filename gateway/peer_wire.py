@@ -184,6 +184,9 @@ def _uv(n: int) -> bytes:
     return bytes(out)
 
 
+uvarint = _uv  # the public name: gateway.peer_auth encodes its PeerAuth with it
+
+
 def _tag(num: int, wire_type: int) -> bytes:
     return _uv((num << 3) | wire_type)
 

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from quart import abort, flash, g, redirect, render_template, request, session, url_for
 from quart_trio import QuartTrio
 
+from gateway.cli_format import rupees  # one formatting of money for the CLI and the web pages
 from gateway.client import (
     BookingError,
     RailraftClient,
@@ -90,24 +91,6 @@ def humanize_error(exc: BaseException) -> str:
             return "The request could not be completed."
         return msg[0].upper() + msg[1:]
     return INTERNAL_SENTENCE
-
-
-def rupees(paise: int | None) -> str:
-    """12345 paise -> '₹123.45' (Indian digit grouping: ₹1,23,456.00)."""
-    paise = int(paise or 0)
-    sign = "-" if paise < 0 else ""
-    whole, frac = divmod(abs(paise), 100)
-    s = str(whole)
-    if len(s) > 3:
-        head, tail = s[:-3], s[-3:]
-        groups = []
-        while len(head) > 2:
-            groups.insert(0, head[-2:])
-            head = head[:-2]
-        if head:
-            groups.insert(0, head)
-        s = ",".join(groups + [tail])
-    return f"{sign}\u20b9{s}.{frac:02d}"
 
 
 def ist_time(ms: int | None) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from quart import flash, jsonify, redirect, render_template, request, session, url_for
 
+from gateway import admin_client
 from gateway.client import BookingError, RailraftError, Unauthenticated, Unavailable
 from web.app import IST, INTERNAL_SENTENCE, WebContext, humanize_error
 
@@ -91,14 +92,8 @@ def _clock(ms: int) -> str:
 
 
 def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+    """Log size for the table ("—" when unknown)."""
+    return admin_client.human_bytes(n, unknown="—")
 
 
 def _num(v: Any) -> int | None:
