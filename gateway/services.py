@@ -63,7 +63,7 @@ from .booking_core import READ_TIMEOUT_S, STALE, BookingCore, new_request_id, no
 from .booking_core import check_forwarded
 from .peer_auth import ADMIN_METHODS, PROPOSE_METHOD, authorize_admin, peer_host
 from .rpc import LeaderHintMixin, current_stream, peer_authenticated, trio_call
-from .submit import Submitter
+from .submit import PROPOSE_BATCH_MAX, Submitter
 from .ticketing_compat import TicketingCompatMixin
 
 CATCH_UP_TIMEOUT_S = 60.0
@@ -159,8 +159,18 @@ class NodeService(LeaderHintMixin, NodeBase):
                                       [bytes(propose_request)], peer=peer_host(stream))
         if not self.node.is_leader():
             raise NotLeaderError(self.node.leader, self.node.leader_address(), "forwarded writes go to the leader")
+        peer_ok = peer_auth is not None or peer_authenticated()
+        if propose_request.commands:
+            # A follower's batch: one log append for all of them; every command is checked as if alone.
+            datas = [bytes(c) for c in propose_request.commands[:PROPOSE_BATCH_MAX]]
+            if len(propose_request.commands) > PROPOSE_BATCH_MAX:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"at most {PROPOSE_BATCH_MAX} commands in one Propose")
+            for data in datas:
+                await check_forwarded(self.node, data, peer_ok=peer_ok)
+            placed = await trio_call(self.node.propose_many, datas, 10.0)
+            return ProposeResponse(results=[encode_result(r) for r, _ in placed], indexes=[i for _, i in placed])
         data = bytes(propose_request.command)
-        await check_forwarded(self.node, data, peer_ok=peer_auth is not None or peer_authenticated())
+        await check_forwarded(self.node, data, peer_ok=peer_ok)
         result, index = await trio_call(self.node.propose, data, 10.0)
         return ProposeResponse(result=encode_result(result), index=index)
 

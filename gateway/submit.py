@@ -25,6 +25,15 @@ from .peer_auth import PROPOSE_METHOD, ClusterAuth
 from .rpc import parse_leader_hint, trio_call
 
 WRITE_TIMEOUT_S = 10.0
+PROPOSE_BATCH_MAX = 256  # commands one forwarded Propose may carry
+
+
+class _Outbox:
+    """Writes waiting to be forwarded to one leader, and whether a Propose to it is in flight."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes, asyncio.Future]] = []
+        self.sending = False
 
 
 class Submitter:
@@ -34,6 +43,7 @@ class Submitter:
         self.node = node
         self.auth = auth  # the node's peer authentication (None: no cluster secret); NodeService uses it too
         self._channels: dict[str, Channel] = {}
+        self._outboxes: dict[str, _Outbox] = {}
 
     def _channel(self, addr: str) -> Channel:
         ch = self._channels.get(addr)
@@ -65,18 +75,15 @@ class Submitter:
             if remaining <= 0:
                 raise TimeoutError("no leader applied the write in time")
             try:
+                if not self.node.is_leader() and self.node.leader and self.node.leader != self.node.id:
+                    # A follower that knows its leader forwards at once (no hop into the node to learn that).
+                    raise NotLeaderError(self.node.leader, self.node.leader_address())
                 result, index = await trio_call(self.node.propose, command, remaining)
                 return result, index
             except NotLeaderError as e:
                 if e.leader_id and e.leader_id != self.node.id and e.leader_addr:
                     try:
-                        request = ProposeRequest(command=command)
-                        metadata = (self.auth.metadata(PROPOSE_METHOD, e.leader_id, [bytes(request)])
-                                    if self.auth is not None else None)
-                        resp = await NodeStub(self._channel(e.leader_addr)).propose(
-                            request, timeout=remaining, metadata=metadata
-                        )
-                        return decode_result(resp.result), resp.index
+                        return await self._forward(e.leader_id, e.leader_addr, command, remaining)
                     except GRPCError as g:
                         if g.status not in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED):
                             raise
@@ -90,6 +97,56 @@ class Submitter:
                 pass  # leadership moved under the proposal; retrying with the same request id is safe
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.3)
+
+    async def _forward(self, leader_id: int, addr: str, command: bytes, timeout: float) -> tuple[Result, int]:
+        """Have the leader at `addr` apply `command`: queued with the other writes this node forwards there, and
+        sent in one Propose with them (one RPC and one log append on the leader for the lot).  Raises what
+        the Propose raised."""
+        box = self._outboxes.setdefault(addr, _Outbox())
+        fut = asyncio.get_running_loop().create_future()
+        # Retrieved even if our caller gave up waiting (no "exception was never retrieved" noise).
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        box.items.append((command, fut))
+        if not box.sending:
+            box.sending = True
+            asyncio.ensure_future(self._drain(leader_id, addr, box))
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    async def _drain(self, leader_id: int, addr: str, box: _Outbox) -> None:
+        """Send what is queued for `addr`, one Propose at a time, until nothing is left; what arrives while a
+        Propose is in flight goes in the next one."""
+        try:
+            while box.items:
+                items, box.items = box.items[:PROPOSE_BATCH_MAX], box.items[PROPOSE_BATCH_MAX:]
+                commands = [c for c, _ in items]
+                request = ProposeRequest(command=commands[0]) if len(commands) == 1 else ProposeRequest(
+                    commands=commands)
+                metadata = (self.auth.metadata(PROPOSE_METHOD, leader_id, [bytes(request)])
+                            if self.auth is not None else None)
+                try:
+                    resp = await NodeStub(self._channel(addr)).propose(request, timeout=WRITE_TIMEOUT_S,
+                                                                       metadata=metadata)
+                except (OSError, asyncio.TimeoutError, StreamTerminatedError, AttributeError, GRPCError) as e:
+                    for _, f in items:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                if len(commands) == 1:
+                    outcomes = [(resp.result, resp.index)]
+                else:
+                    outcomes = list(zip(resp.results, resp.indexes))
+                for (_, f), (raw, index) in zip(items, outcomes):
+                    if not f.done():
+                        f.set_result((decode_result(raw), index))
+                for _, f in items[len(outcomes):]:  # a short answer: those must be retried
+                    if not f.done():
+                        f.set_exception(GRPCError(Status.UNAVAILABLE, "the leader did not answer for this write"))
+        finally:
+            box.sending = False
+            for _, f in box.items:  # cancelled while items were queued: let their callers retry
+                if not f.done():
+                    f.set_exception(GRPCError(Status.UNAVAILABLE, "forwarding stopped"))
+            box.items.clear()
 
     def close(self) -> None:
         """Close channels to other nodes."""

@@ -80,6 +80,11 @@ class ProposeRequest(betterproto.Message):
     command: bytes = betterproto.bytes_field(1)
     """an encoded store command (store.commands)"""
 
+    commands: List[bytes] = betterproto.bytes_field(2)
+    """
+    instead of `command`: several commands a follower forwards together (one log append on the leader)
+    """
+
 
 @dataclass(eq=False, repr=False)
 class ProposeResponse(betterproto.Message):
@@ -87,6 +92,10 @@ class ProposeResponse(betterproto.Message):
     """the encoded result of applying the command (store.commands)"""
 
     index: int = betterproto.uint64_field(2)
+    results: List[bytes] = betterproto.bytes_field(3)
+    """for `commands`: each one's result and log index, in order"""
+
+    indexes: List[int] = betterproto.uint64_field(4)
 
 
 @dataclass(eq=False, repr=False)
