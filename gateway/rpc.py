@@ -25,7 +25,7 @@ from grpclib import GRPCError
 from grpclib.const import Handler, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from actors.node import NodeStopping, NotLeaderError
+from actors.node import NodeStopping, NotLeaderError, ProposalLost
 
 LEADER_HINT = re.compile(r"leader=(\d+)@([\w.\-\[\]:]*)")
 
@@ -51,8 +51,8 @@ def parse_leader_hint(message: str | None) -> tuple[int, str]:
 
 
 class LeaderHintMixin:
-    """Mix into a generated *Base service: NotLeaderError, NodeStopping and TimeoutError raised by a handler
-    become UNAVAILABLE (with leader-id/leader-addr trailing metadata) instead of UNKNOWN."""
+    """Mix into a generated *Base service: NotLeaderError, NodeStopping, ProposalLost and TimeoutError raised by
+    a handler become UNAVAILABLE (with leader-id/leader-addr trailing metadata) instead of UNKNOWN."""
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()  # type: ignore[misc]
@@ -144,6 +144,10 @@ def _wrap(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[N
             )
         except NodeStopping:
             raise GRPCError(Status.UNAVAILABLE, "this node is shutting down; try another node") from None
+        except ProposalLost:
+            # The entry was replaced by a new leader's log: it was not applied; the same request id may be
+            # retried (exactly-once makes a retry safe either way).
+            raise GRPCError(Status.UNAVAILABLE, "leadership changed during the request; try again") from None
         except TimeoutError as e:
             raise GRPCError(Status.UNAVAILABLE, f"the cluster did not answer in time ({e}); try again") from None
         finally:

@@ -102,3 +102,24 @@ def test_a_failed_forward_is_retried_with_the_same_commands() -> None:
 
     asyncio.run(_with_leader(fake, body))
 
+
+
+def test_a_proposal_lost_to_a_leader_change_answers_unavailable_so_the_follower_retries() -> None:
+    """A forwarded write whose entry a new leader replaced was not applied: the forwarding node must retry
+    it, so the leader's Propose answers UNAVAILABLE (grpclib would make an unhandled error UNKNOWN, which the
+    follower passes on to its client as a failure)."""
+    from actors.node import ProposalLost
+    from gateway.rpc import _wrap
+
+    async def lost(stream: object) -> None:
+        raise ProposalLost("entry 838 was replaced after a leader change")
+
+    async def main() -> None:
+        try:
+            await _wrap(lost)(object())
+        except GRPCError as e:
+            assert e.status is Status.UNAVAILABLE and "try again" in e.message
+        else:  # pragma: no cover
+            raise AssertionError("no error")
+
+    asyncio.run(main())
