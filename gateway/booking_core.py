@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +246,41 @@ class BookingCore:
         if admin and info.role != rules.ROLE_ADMIN:
             raise GRPCError(Status.PERMISSION_DENIED, "only an administrator may do this")
         return Caller(info.user_id, info.username, info.role, digest, info.expires_at_ms)
+
+    async def session_and(self, token: str, fn: Callable[..., Any], *args: Any
+                          ) -> tuple[Caller, Callable[[], Awaitable[Any]]]:
+        """`session(token)`, and `read(STALE, fn, *args)` done in the SAME read of this node's database (one
+        thread hop, not two).  Returns the caller and an async function giving what `fn` returned (or raising
+        what it raised) -- so the caller can check its input between the two, in the usual order: session,
+        then input, then what the database says.  A session or a NotFound this replica does not see yet is
+        confirmed linearizably, as `session` and `read` do."""
+        if not token or len(token) > TOKEN_MAX:
+            return await self.session(token), _never  # session() raises the usual UNAUTHENTICATED
+        digest = auth.token_hash(token)
+
+        def both(conn: Any) -> tuple[Any, Any, BaseException | None]:
+            info = queries.session(conn, digest)
+            try:
+                return info, fn(conn, *args), None
+            except Exception as e:  # noqa: BLE001 - handed to the caller through `outcome`
+                return info, None, e
+
+        info, value, err = await self.local(both)
+
+        async def again() -> Any:
+            return await self.read(LINEARIZABLE, fn, *args)
+
+        if info is None or not info.is_live(now_ms()):
+            return await self.session(token), again  # confirms linearizably, or raises UNAUTHENTICATED
+
+        async def outcome() -> Any:
+            if isinstance(err, bq.NotFound):
+                return await again()
+            if err is not None:
+                raise err
+            return value
+
+        return Caller(info.user_id, info.username, info.role, digest, info.expires_at_ms), outcome
 
     # ---------------------------------------------------------------------------------------- writes
     async def submit(self, cmd: CommandBase) -> Result:
@@ -504,3 +539,7 @@ async def check_forwarded(node: Node, data: bytes, *, peer_ok: bool, now: int | 
     else:  # a command kind added later: refuse until someone decides how it is forwarded
         raise _denied(f"{kind} is not forwarded by gateways")
     return cmd
+
+
+async def _never() -> Any:  # pragma: no cover - session() raised before anyone could call this
+    raise AssertionError("no session")

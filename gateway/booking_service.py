@@ -389,7 +389,11 @@ class BookingService(LeaderHintMixin, BookingBase):
             PassengerSpec(name=p.name.strip(), age=p.age, berth_pref=p.berth_preference.strip().upper(), seat=seat)
             for p, seat in zip(req.passengers, seats)
         )
-        caller = await self.core.session(req.token)
+        # The caller, and the checks that need the database before proposing (an unknown run or station, a
+        # segment the train does not run), in one read; the input rules are applied in between, as before.
+        # (Seat availability is the apply's alone: it changes under us.)
+        run_id_of(req.run_id)  # in range before it reaches SQLite
+        caller, target = await self.core.session_and(req.token, _hold_target, req.run_id, a, b)
         cmd = HoldSeats(
             request_id=request_id, client_id=caller.client_id, ts_ms=now_ms(), token_sha256=caller.token_sha256,
             pnr=new_pnr(), run_id=req.run_id, travel_class=travel_class, from_code=a, to_code=b,
@@ -397,10 +401,8 @@ class BookingService(LeaderHintMixin, BookingBase):
             hold_seconds=req.hold_seconds or rules.HOLD_SECONDS_DEFAULT,
         )
         precheck(cmd)
-        # The checks that need the database, before proposing: an unknown run or station, a segment the
-        # train does not run.  (Seat availability is the apply's alone: it changes under us.)
         try:
-            await self.core.read(STALE, _hold_target, req.run_id, a, b)
+            await target()
         except UnknownStation as e:
             raise invalid(str(e)) from None
         except bq.NotFound as e:
