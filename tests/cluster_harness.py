@@ -27,7 +27,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 from actors.config import ClusterConfig, NodeAddress
 from gateway import admin_client
 from gateway.cli import dump_database
+from gateway.cluster import free_ports, port_is_free  # noqa: F401 - re-exported for the tests
 from gateway.peer_auth import SECRET_ENV, SECRET_FILE_NAME, ensure_secret_file
 
 T = TypeVar("T")
@@ -46,20 +46,6 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 STOP_TIMEOUT_S = 15.0
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free a moment ago (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port_range(count: int, attempts: int = 200) -> int:
@@ -72,19 +58,6 @@ def free_port_range(count: int, attempts: int = 200) -> int:
         if all(port_is_free(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no run of {count} free ports found")
-
-
-def port_is_free(port: int) -> bool:
-    """Can we bind 127.0.0.1:port right now (SO_REUSEADDR, as the node does)?"""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def wait_until(pred: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:

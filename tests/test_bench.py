@@ -23,8 +23,8 @@ from gateway.bench import (
     latency_summary,
     percentile,
     pid_alive,
-    port_is_free,
 )
+from gateway.cluster import port_is_free
 from raft.filestorage import FileStorage
 from store import schema
 

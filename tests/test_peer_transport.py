@@ -22,6 +22,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
+from gateway.cluster import free_ports
 from gateway.grpc_server import serve_grpc
 from gateway.peer_client import PeerLink, PeerUnavailable
 from gateway.peer_codec import message_to_peer, message_to_proto
@@ -92,12 +93,6 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def conversation(leader: int, follower: int) -> tuple[list[Message], list[Message]]:
@@ -342,7 +337,7 @@ def _hdr(chunk: InstallSnapshotChunk) -> dict:
 
 @pytest.mark.trio
 async def test_send_to_a_port_without_server_fails_fast():
-    port = free_port()
+    port = free_ports(1)[0]
     async with trio_asyncio.open_loop():
         link = PeerLink(2, HOST, port, cluster_id=CLUSTER, group_id=GROUP, node_id=1)
         try:

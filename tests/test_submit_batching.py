@@ -7,12 +7,12 @@ follower node that knows its leader, so every write is forwarded.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Server
 
+from gateway.cluster import free_ports
 from gateway.submit import PROPOSE_BATCH_MAX, Submitter
 from proto.gen.railraft.node.v1 import NodeBase, ProposeRequest, ProposeResponse
 from store.commands import Result, encode_result
@@ -57,14 +57,8 @@ class FollowerNode:
         return self._addr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _with_leader(fake: FakeLeader, body) -> None:  # noqa: ANN001
-    port = _free_port()
+    port = free_ports(1)[0]
     server = Server([fake])
     await server.start("127.0.0.1", port)
     sub = Submitter(FollowerNode(f"127.0.0.1:{port}"))  # type: ignore[arg-type]
