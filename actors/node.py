@@ -385,20 +385,14 @@ class Node:
         if self.stopping:
             raise NodeStopping("node is stopping")
         self._check_disk()  # nothing more gets applied here until the disk takes writes again
-        ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
-        reply = Reply()
-        self.reads[ctx] = reply
         # The core drops a read request while no leader is known (or if the leader changes under it), so ask
         # again every election timeout until answered; the leader ignores a context it is already confirming.
         resend_s = max(0.1, self.s.election_ticks * self.s.tick_ms / 1000)
-        try:
-            with _deadline(timeout, "the read"):
-                while True:
-                    await self.consensus_in.send(ReadBarrier(ctx, lease))
-                    with trio.move_on_after(resend_s):
-                        return await reply.wait()
-        finally:
-            self.reads.pop(ctx, None)
+        with self._read_slot() as (ctx, reply), _deadline(timeout, "the read"):
+            while True:
+                await self.consensus_in.send(ReadBarrier(ctx, lease))
+                with trio.move_on_after(resend_s):
+                    return await reply.wait()
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
         """Wait until this node's state machine has applied log index `index` (e.g. a write's own index, so
@@ -407,13 +401,18 @@ class Node:
             return
         if self.stopping:
             raise NodeStopping("node is stopping")
+        with self._read_slot() as (ctx, reply), _deadline(timeout, "the read"):
+            self.read_queue.append((index, ctx))  # released by the applier, like a read index
+            await reply.wait()
+
+    @contextlib.contextmanager
+    def _read_slot(self) -> Iterator[tuple[bytes, Reply]]:
+        """A fresh read context and the Reply the applier sets once it may be served (`_release_reads`)."""
         ctx = self._ctx_prefix + next(self._ctx).to_bytes(8, "big")
         reply = Reply()
         self.reads[ctx] = reply
-        self.read_queue.append((index, ctx))  # released by the applier, like a read index
         try:
-            with _deadline(timeout, "the read"):
-                await reply.wait()
+            yield ctx, reply
         finally:
             self.reads.pop(ctx, None)
 
