@@ -176,6 +176,11 @@ class Caller:
     token_sha256: str
     expires_at_ms: int
 
+    @staticmethod
+    def of(info: Any, token_sha256: str) -> Caller:
+        """The caller behind a live session row (queries.session) whose token hashes to `token_sha256`."""
+        return Caller(info.user_id, info.username, info.role, token_sha256, info.expires_at_ms)
+
     @property
     def client_id(self) -> str:
         """The exactly-once key space of this user (the same on every node)."""
@@ -245,7 +250,7 @@ class BookingCore:
                             "not logged in (unknown, expired or revoked session); please log in")
         if admin and info.role != rules.ROLE_ADMIN:
             raise GRPCError(Status.PERMISSION_DENIED, "only an administrator may do this")
-        return Caller(info.user_id, info.username, info.role, digest, info.expires_at_ms)
+        return Caller.of(info, digest)
 
     async def session_and(self, token: str, fn: Callable[..., Any], *args: Any
                           ) -> tuple[Caller, Callable[[], Awaitable[Any]]]:
@@ -255,7 +260,7 @@ class BookingCore:
         then input, then what the database says.  A session or a NotFound this replica does not see yet is
         confirmed linearizably, as `session` and `read` do."""
         if not token or len(token) > TOKEN_MAX:
-            return await self.session(token), _never  # session() raises the usual UNAUTHENTICATED
+            await self.session(token)  # raises the usual UNAUTHENTICATED (and never hashes a huge token)
         digest = auth.token_hash(token)
 
         def both(conn: Any) -> tuple[Any, Any, BaseException | None]:
@@ -271,7 +276,8 @@ class BookingCore:
             return await self.read(LINEARIZABLE, fn, *args)
 
         if info is None or not info.is_live(now_ms()):
-            return await self.session(token), again  # confirms linearizably, or raises UNAUTHENTICATED
+            # No live session here: session() confirms it linearizably, or raises UNAUTHENTICATED.
+            return await self.session(token), again
 
         async def outcome() -> Any:
             if isinstance(err, bq.NotFound):
@@ -280,7 +286,7 @@ class BookingCore:
                 raise err
             return value
 
-        return Caller(info.user_id, info.username, info.role, digest, info.expires_at_ms), outcome
+        return Caller.of(info, digest), outcome
 
     # ---------------------------------------------------------------------------------------- writes
     async def submit(self, cmd: CommandBase) -> Result:
@@ -539,7 +545,3 @@ async def check_forwarded(node: Node, data: bytes, *, peer_ok: bool, now: int | 
     else:  # a command kind added later: refuse until someone decides how it is forwarded
         raise _denied(f"{kind} is not forwarded by gateways")
     return cmd
-
-
-async def _never() -> Any:  # pragma: no cover - session() raised before anyone could call this
-    raise AssertionError("no session")
