@@ -536,3 +536,18 @@ async def test_request_id_is_bound_to_the_form_and_its_fields() -> None:
     assert a != form_request_id({"request_id": "f" * 32}, "cancel_run", 41, "flood")
     assert form_request_id({"request_id": "short"}, "x") is None
     assert form_request_id({}, "x") is None
+
+
+async def test_the_web_forms_limits_are_the_store_rules() -> None:
+    """web/ may not import store/ (it talks to the cluster through the client only), so the form limits are
+    copies: they must not drift from the rules the server applies."""
+    from store import rules
+    from web import app, staff
+
+    for name in ("TRAIN_NUMBER_MAX", "ROUTE_STOPS_MAX", "ROUTE_MINUTES_MAX", "ROUTE_KM_MAX", "COACHES_MAX",
+                 "COACH_SEATS_MAX", "SCHEDULE_DAYS_MAX", "REASON_MAX"):
+        assert getattr(staff, name) == getattr(rules, name), name
+    assert staff.NAME_MAX == rules.STATION_NAME_MAX == rules.TRAIN_NAME_MAX
+    assert app.PASSENGERS_MAX == rules.PASSENGERS_MAX
+    assert staff.STATION_CODE_RE.pattern == rules._STATION_CODE_RE.pattern
+    assert staff.COACH_LABEL_RE.pattern == rules._COACH_LABEL_RE.pattern

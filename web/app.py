@@ -81,6 +81,19 @@ class WebContext:
     error_page: Callable[[str, int], Awaitable[Any]]  # render error.html with a sentence and a status
 
 
+ADMIN_ROLE = "ADMIN"  # store.rules.ROLE_ADMIN (web/ does not import store/)
+
+
+def is_admin_role(role: Any) -> bool:
+    """Whether a role string (from the session or WhoAmI) is the administrator's; case-insensitive."""
+    return str(role or "").strip().upper() == ADMIN_ROLE
+
+
+def session_is_admin() -> bool:
+    """Whether the logged-in session's role (as the cookie has it) is the administrator's."""
+    return is_admin_role(session.get("role", ""))
+
+
 def humanize_error(exc: BaseException) -> str:
     """The sentence a person sees for an exception from the client (never a traceback)."""
     if isinstance(exc, Unavailable):
@@ -242,7 +255,8 @@ def create_app(nodes: Sequence[str] | str, *, secret_key: str | None = None, cli
     async def user_context() -> dict[str, Any]:
         user = None
         if session.get("token"):
-            user = {"username": session.get("username", ""), "role": session.get("role", "")}
+            user = {"username": session.get("username", ""), "role": session.get("role", ""),
+                    "is_admin": session_is_admin()}
         return {"current_user": user}
 
     @app.before_request

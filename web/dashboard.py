@@ -34,11 +34,10 @@ from quart import flash, jsonify, redirect, render_template, request, session, u
 
 from gateway import admin_client
 from gateway.client import BookingError, RailraftError, Unauthenticated, Unavailable
-from web.app import IST, INTERNAL_SENTENCE, WebContext, humanize_error
+from web.app import IST, INTERNAL_SENTENCE, WebContext, humanize_error, is_admin_role, session_is_admin
 
 log = logging.getLogger("railraft.web.dashboard")
 
-ADMIN_ROLE = "ADMIN"  # store.rules.ROLE_ADMIN; compared case-insensitively
 STATUS_TIMEOUT_S = 1.5  # per node: a frozen node must not hold up the once-a-second poll for long
 STATUS_TTL_S = 0.5  # a fresh status is shared by the polls arriving within this long
 CHANGES_KEPT = 50  # leadership changes remembered in memory
@@ -207,7 +206,7 @@ def register(app: Any, web: WebContext) -> None:
     def access() -> str:
         if not session.get("token"):
             return "login"
-        if str(session.get("role", "")).upper() != ADMIN_ROLE:
+        if not session_is_admin():
             return "forbidden"
         return "ok"
 
@@ -285,7 +284,7 @@ def register(app: Any, web: WebContext) -> None:
         try:
             # The cookie's role may be hours old: ask the cluster whose session this is before acting.
             user = await web.call("whoami", token=web.token())
-            if str(getattr(user, "role", "")).upper() != ADMIN_ROLE:
+            if not is_admin_role(getattr(user, "role", "")):
                 session["role"] = str(getattr(user, "role", ""))
                 return await web.error_page(FORBIDDEN_SENTENCE, 403)
             res = await web.call("transfer_leader", to, token=web.token())  # the node checks it too

@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from datetime import date as date_cls, datetime, timedelta
 from typing import Any
 
-from quart import flash, redirect, render_template, request, session, url_for
+from quart import flash, redirect, render_template, request, url_for
 
 from gateway.client import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from proto.gen.railraft.v1 import SeatClass
 
-from web.app import IST, WebContext, humanize_error
+from web.app import IST, WebContext, humanize_error, session_is_admin
 
-STAFF_ROLE = "ADMIN"
 REFUSED_SENTENCE = "This page is for railway staff. Please log in with a staff account."
 
 # The limits of the booking rules (store/rules.py, which web/ may not import); the server checks them again.
@@ -343,13 +342,10 @@ def register(app: Any, web: WebContext) -> None:
 
     app.jinja_env.globals.update(staff_coach_summary=coach_summary, staff_total_seats=total_seats)
 
-    def is_staff() -> bool:
-        return str(session.get("role", "")).strip().upper() == STAFF_ROLE
-
     def staff_only(view: Callable) -> Callable:
         @functools.wraps(view)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not is_staff():
+            if not session_is_admin():
                 return await web.error_page(REFUSED_SENTENCE, 403)
             return await view(*args, **kwargs)
 
