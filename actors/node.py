@@ -82,6 +82,13 @@ INBOX_SIZE = 4096
 PEER_QUEUE = 8192
 BATCH_MAX = 512
 DISK_RETRY_S = 0.5  # how often a write the disk refused (full, failing) is tried again
+# A log save (write + fsync) of a Ready runs on the Trio thread while the disk takes it in under
+# INLINE_SAVE_S: a thread hop costs more CPU here than the fsync itself, and a node under load is CPU-bound.
+# One slower save sends the next SLOW_SAVE_BACKOFF saves to a worker thread, so a slow or failing disk
+# never stalls heartbeats and reads for long.
+INLINE_SAVE_S = 0.002
+_SET_MEMBER_TAG = b'"t":"set_member"'
+SLOW_SAVE_BACKOFF = 200
 
 
 class NotLeaderError(Exception):
@@ -204,6 +211,7 @@ class Node:
         self.on_apply = on_apply
         # Tests with in-memory storage and Trio's mock clock run disk calls inline (no threads).
         self.inline_io = inline_io
+        self._threaded_saves_left = 0  # > 0: the disk was slow lately, log saves go to a thread
         self.metrics = metrics if metrics is not None else NO_OBSERVER
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
         self.addresses[self.id] = (settings.host, settings.port)
@@ -719,7 +727,7 @@ class Node:
                 hs = rd.hard_state
                 if rd.entries or rd.snapshot is not None or (
                         hs is not None and needs_hard_state_write(self._written_hard_state, hs)):
-                    await self._until_stored("log", self._io, self._save, rd)
+                    await self._until_stored("log", self._save_ready, rd)
                     if hs is not None:
                         self._written_hard_state = hs
                 await self.consensus_in.send(Persisted(rd))
@@ -801,6 +809,20 @@ class Node:
         fresh = FileStorage(self.s.raft_dir, segment_bytes=getattr(old, "_segment_bytes", 64 * 1024 * 1024))
         fresh.load()
         self.storage = fresh
+
+    async def _save_ready(self, rd: Ready) -> None:
+        """Persist `rd`: inline while the disk is fast (see INLINE_SAVE_S), otherwise on a worker thread."""
+        if self.inline_io or rd.snapshot is not None or self._threaded_saves_left > 0:
+            self._threaded_saves_left = max(0, self._threaded_saves_left - 1)
+            await self._io(self._save, rd)
+            return
+        t0 = time.perf_counter()
+        try:
+            self._save(rd)
+        finally:
+            if time.perf_counter() - t0 > INLINE_SAVE_S:
+                self._threaded_saves_left = SLOW_SAVE_BACKOFF
+        await trio.lowlevel.checkpoint()
 
     def _save(self, rd: Ready) -> None:
         t0 = time.perf_counter()
@@ -886,6 +908,10 @@ class Node:
         """Learn addresses from the replicated address book as it is applied."""
         for e, res in zip(entries, results):
             if e.type != EntryType.NORMAL or not e.data or res is None or not getattr(res, "ok", False):
+                continue
+            # Decoding every applied command again costs a JSON parse each; only SetMember matters here, and
+            # its type tag is in the key-sorted JSON as this exact text (a string value would escape the quotes).
+            if _SET_MEMBER_TAG not in e.data:
                 continue
             # store's SetMember result carries only the node id: the address is in the command itself.
             try:

@@ -71,6 +71,24 @@ from .rpc import peer_host, trio_call
 from .submit import Submitter
 from .throttle import LoginThrottle
 
+# scrypt (store.auth) allocates SCRYPT_N * SCRYPT_R * 128 bytes (16 MiB) per hash.  Unbounded, a burst of
+# registrations or logins would run one per worker thread at once -- 8 at once took a node from 50 to 195 MB,
+# and glibc keeps such freed blocks -- so password work takes turns, PASSWORD_WORKERS at a time (per run).
+PASSWORD_WORKERS = 2
+_password_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("password_limiter")
+
+
+async def password_work(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run the scrypt function `fn(*args)` on a worker thread, at most PASSWORD_WORKERS at a time.
+
+    Callable from Trio and, through trio_call, from the asyncio side of the gateway."""
+    try:
+        limiter = _password_limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(PASSWORD_WORKERS)
+        _password_limiter.set(limiter)
+    return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
+
 # Result codes (store.commands) -> gRPC statuses.  The names match on purpose.
 STATUS_OF_CODE: dict[str, Status] = {
     "INVALID_ARGUMENT": Status.INVALID_ARGUMENT,
@@ -318,7 +336,7 @@ class BookingCore:
         Keyed by the case-folded name, so a retry on any node returns the first answer.  A result that
         someone else's request produced (same name and request id) comes back as ALREADY_EXISTS.
         """
-        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, password)
+        pw_hash = await trio_call(password_work, auth.hash_password, password)
         cmd = RegisterUser(request_id=request_id, client_id=f"register:{username.casefold()}", ts_ms=now_ms(),
                            username=username, password_hash=pw_hash, role=rules.ROLE_CUSTOMER)
         res = await self.submit(cmd)
@@ -343,10 +361,10 @@ class BookingCore:
             return None
         user = await self.read(LINEARIZABLE, queries.user_by_name, username.strip())
         if user is None:
-            await trio_call(trio.to_thread.run_sync, auth.dummy_verify, password)
+            await trio_call(password_work, auth.dummy_verify, password)
             self.throttle.failed(username, address, account_exists=False)
             return None
-        ok = await trio_call(trio.to_thread.run_sync, auth.verify_password, password, user.password_hash)
+        ok = await trio_call(password_work, auth.verify_password, password, user.password_hash)
         if not ok:
             self.throttle.failed(username, address)
             return None
@@ -392,7 +410,7 @@ class BookingCore:
             return False
         if user.password_hash == pw_hash:
             return True  # our own command created it: no second hash needed
-        return await trio_call(trio.to_thread.run_sync, auth.verify_password, password, user.password_hash)
+        return await trio_call(password_work, auth.verify_password, password, user.password_hash)
 
     async def _provider(self, method: str, **kwargs: Any) -> Any:
         # A real provider does network I/O: keep it off the event loop.

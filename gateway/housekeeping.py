@@ -42,7 +42,7 @@ from store import booking_queries as bq
 from store.commands import BootstrapAdmin, ExpireHolds, RefundSettlement, SettleRefunds, encode_command
 from store.payments import PaymentProvider
 
-from .booking_core import now_ms
+from .booking_core import now_ms, password_work
 
 log = logging.getLogger("railraft.housekeeping")
 
@@ -139,7 +139,7 @@ class Housekeeper:
         if await self.node.db.read(queries.admin_exists):
             self._admin_done = True
             return
-        pw_hash = await trio.to_thread.run_sync(auth.hash_password, self.s.admin_password)
+        pw_hash = await password_work(auth.hash_password, self.s.admin_password)
         cmd = BootstrapAdmin(request_id=BOOTSTRAP_REQUEST_ID, client_id=BOOTSTRAP_CLIENT_ID, ts_ms=now_ms(),
                              username=self.s.admin_user, password_hash=pw_hash)
         res = await self._propose(cmd)

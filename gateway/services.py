@@ -60,7 +60,7 @@ from store.commands import (
 )
 
 from .booking_core import READ_TIMEOUT_S, STALE, BookingCore, new_request_id, now_ms
-from .booking_core import check_forwarded
+from .booking_core import check_forwarded, password_work
 from .peer_auth import ADMIN_METHODS, PROPOSE_METHOD, authorize_admin, peer_host
 from .rpc import LeaderHintMixin, current_stream, peer_authenticated, trio_call
 from .submit import PROPOSE_BATCH_MAX, Submitter
@@ -310,7 +310,7 @@ class NodeService(LeaderHintMixin, NodeBase):
             auth.validate_password(req.password)
         except ValueError as e:
             return AdminResponse(ok=False, message=str(e), leader_id=self.node.leader)
-        pw_hash = await trio_call(trio.to_thread.run_sync, auth.hash_password, req.password)
+        pw_hash = await trio_call(password_work, auth.hash_password, req.password)
         cmd = BootstrapAdmin(
             request_id=new_request_id(), client_id=f"admin-create:{username.casefold()}", ts_ms=now_ms(),
             username=username, password_hash=pw_hash,
