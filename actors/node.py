@@ -211,6 +211,8 @@ class Node:
         self.on_apply = on_apply
         # Tests with in-memory storage and Trio's mock clock run disk calls inline (no threads).
         self.inline_io = inline_io
+        self._read_waiters: dict[bool, list[Reply]] = {False: [], True: []}  # read_barrier callers, by lease
+        self._read_wanted = trio.Event()
         self._threaded_saves_left = 0  # > 0: the disk was slow lately, log saves go to a thread
         self.metrics = metrics if metrics is not None else NO_OBSERVER
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
@@ -316,6 +318,7 @@ class Node:
                 await nursery.start(supervise, ActorSpec("log-writer", self._log_writer, policy))
                 await nursery.start(supervise, ActorSpec("consensus", self._consensus, policy))
                 await nursery.start(supervise, ActorSpec("election-timer", self._ticker, policy))
+                await nursery.start(supervise, ActorSpec("read-rounds", self._read_rounds, policy))
                 self._peer_nursery = await nursery.start(self._peer_supervisor)
                 self._sync_replicators()
                 log.info(
@@ -329,7 +332,7 @@ class Node:
                 await self._close()
 
     async def _close(self) -> None:
-        for reply in self.reads.values():
+        for reply in [*self.reads.values(), *self._read_waiters[False], *self._read_waiters[True]]:
             reply.fail(NodeStopping("node stopping"))
         for w in self.waiters.values():
             w.reply.fail(NodeStopping("node stopping"))
@@ -393,10 +396,40 @@ class Node:
         if self.stopping:
             raise NodeStopping("node is stopping")
         self._check_disk()  # nothing more gets applied here until the disk takes writes again
+        # Readers share rounds: whoever asks while a round is in flight waits for the NEXT round, which starts
+        # after they asked -- so its read index covers every write committed before their call, as a round of
+        # their own would -- and one ReadIndex exchange with the leader serves them all.
+        reply = Reply()
+        self._read_waiters[lease].append(reply)
+        self._read_wanted.set()
+        with _deadline(timeout, "the read"):
+            return await reply.wait()
+
+    async def _read_rounds(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Actor: one ReadIndex round at a time for all the read_barrier callers waiting for one."""
+        task_status.started()
+        while True:
+            await self._read_wanted.wait()
+            self._read_wanted = trio.Event()
+            for lease in (False, True):
+                waiters, self._read_waiters[lease] = self._read_waiters[lease], []
+                if not any(not r.done() for r in waiters):
+                    continue  # they all gave up meanwhile
+                try:
+                    index = await self._read_round(lease)
+                except Exception as e:  # noqa: BLE001 - NodeStopping, DiskError: every waiter learns it
+                    for r in waiters:
+                        r.fail(e)
+                    continue
+                for r in waiters:
+                    r.set(index)
+
+    async def _read_round(self, lease: bool) -> int:
+        """One ReadIndex round: the index this node must apply before a read started now may be served."""
         # The core drops a read request while no leader is known (or if the leader changes under it), so ask
         # again every election timeout until answered; the leader ignores a context it is already confirming.
         resend_s = max(0.1, self.s.election_ticks * self.s.tick_ms / 1000)
-        with self._read_slot() as (ctx, reply), _deadline(timeout, "the read"):
+        with self._read_slot() as (ctx, reply):
             while True:
                 await self.consensus_in.send(ReadBarrier(ctx, lease))
                 with trio.move_on_after(resend_s):
@@ -781,7 +814,7 @@ class Node:
             try:
                 self._check_disk()
             except DiskError as err:
-                for reply in self.reads.values():
+                for reply in [*self.reads.values(), *self._read_waiters[False], *self._read_waiters[True]]:
                     reply.fail(err)
                 waiters, self.waiters = self.waiters, {}
                 for w in waiters.values():

@@ -35,7 +35,7 @@ from proto.gen.train_booking import LoginRequest, LoginResponse, LogoutRequest, 
 
 from .client import CONNECT_ERRORS, RETRYABLE_STATUSES, RailraftClient, Unavailable, Route, parse_addresses
 from .peer_auth import ClusterAuth
-from .rpc import parse_leader_hint
+from .leader_hint import parse_leader_hint
 
 T = TypeVar("T")
 

@@ -426,7 +426,7 @@ async def fetch_backup(addrs: Sequence[str], token: str, dest: Path, *, timeout:
     (UNAUTHENTICATED, PERMISSION_DENIED, ...), ClusterUnavailable when no node could serve it.
     """
     from .client import CONNECT_ERRORS, RailraftClient
-    from .rpc import parse_leader_hint
+    from .leader_hint import parse_leader_hint
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -480,8 +480,10 @@ def take_backup(addrs: Sequence[str], token: str, out: str | os.PathLike[str], *
     if not out.parent.is_dir():
         raise Refused(f"directory {out.parent} does not exist")
     partial = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
+    from .client import run as client_run
+
     try:
-        info, served_by = asyncio.run(fetch_backup(addrs, token, partial, timeout=timeout, chunk_bytes=chunk_bytes))
+        info, served_by = client_run(fetch_backup(addrs, token, partial, timeout=timeout, chunk_bytes=chunk_bytes))
         header = make_header(
             partial, cluster_id=info.cluster_id, applied_index=info.applied_index, term=info.term,
             read_index=info.read_index, created_ms=info.created_ms, source_node=info.node_id,

@@ -103,7 +103,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cluster import free_ports, port_is_free
+from .ports import free_ports, port_is_free
 
 # ============================================================================================ constants
 
@@ -508,8 +508,10 @@ def _worker_entry(conn: Any, static: dict[str, Any], counter: Any) -> None:
     """Body of one load-generator process: serve phases (see WorkerPool) until told to exit."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    from .client import run as client_run
+
     try:
-        asyncio.run(_worker_async(conn, static, counter))
+        client_run(_worker_async(conn, static, counter))
     except BaseException:  # noqa: BLE001 - report everything to the parent
         try:
             conn.send(("failed", traceback.format_exc()))
@@ -1702,8 +1704,10 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = _say) -> tuple[dict
             loop.add_signal_handler(sig, task.cancel)
         return await _run(cfg, say)
 
+    from .client import run as client_run
+
     try:
-        return asyncio.run(main())
+        return client_run(main())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
 

@@ -22,7 +22,6 @@ them to the leader.  Exit codes: 0 ok, 1 the cluster refused or could not serve 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
@@ -280,7 +279,9 @@ def _addresses(args: argparse.Namespace) -> list[str]:
 
 
 def _run_client(coro: Any) -> Any:
-    return asyncio.run(coro)
+    from .client import run
+
+    return run(coro)
 
 
 def _print_json(obj: Any) -> None:

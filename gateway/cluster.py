@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from actors.config import ClusterConfig, ConfigError, NodeAddress, default_confi
 
 from . import admin_client
 from .peer_auth import SECRET_FILE_NAME, ensure_secret_file
+from .ports import free_ports, port_is_free  # noqa: F401 - re-exported (tests, bench)
 
 STOP_GRACE_S = 10.0  # a node needs ~2 s to drain requests plus up to 5 s to close its gRPC server
 BACKOFF_INITIAL_S = 0.5
@@ -57,31 +57,6 @@ HEALTHY_AFTER_S = 30.0  # a node that ran this long before dying starts its back
 POLL_S = 0.1
 LEADER_POLL_S = 0.5
 METRICS_PORT_OFFSET = 1000  # default metrics port of a node: its gRPC port + this
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that were free a moment ago (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Can we bind host:port right now (SO_REUSEADDR, as the node does)?"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def node_command(node_id: int, config: Path, *, join: bool = False, host: str | None = None,

@@ -16,7 +16,6 @@ Every handler wrapped by `LeaderHintMixin` also gets:
 from __future__ import annotations
 
 import contextvars
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,27 +26,11 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from actors.node import NodeStopping, NotLeaderError, ProposalLost
 
-LEADER_HINT = re.compile(r"leader=(\d+)@([\w.\-\[\]:]*)")
-
+from .leader_hint import LEADER_HINT, not_leader_message, parse_leader_hint  # noqa: F401 - re-exported
 
 def trio_call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[Any]:
     """From an asyncio handler, await a Trio async function."""
     return trio_asyncio.trio_as_aio(fn)(*args)
-
-
-def not_leader_message(leader_id: int, leader_addr: str, what: str = "this node is not the leader") -> str:
-    """Human text that also carries the hint machine-readably."""
-    if leader_id:
-        return f"{what}; try the leader (leader={leader_id}@{leader_addr})"
-    return f"{what}; no leader is known right now, try again shortly (leader=0@)"
-
-
-def parse_leader_hint(message: str | None) -> tuple[int, str]:
-    """(leader id, host:port) from an UNAVAILABLE message, or (0, "")."""
-    m = LEADER_HINT.search(message or "")
-    if not m:
-        return 0, ""
-    return int(m.group(1)), m.group(2)
 
 
 class LeaderHintMixin:

@@ -23,6 +23,7 @@ apply that "was cancelled" but committed would otherwise leave the applier unsur
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -39,6 +40,8 @@ from .commands import Result
 from .state_machine import apply_batch, read_meta_int
 
 T = TypeVar("T")
+
+READ_BATCH_MAX = 64  # aio_read: reads run together in one hop onto the reader's thread, at most this many
 
 
 class DatabaseClosedError(RuntimeError):
@@ -111,6 +114,30 @@ def _read_txn(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, .
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")  # ends the read transaction; there is nothing to commit
+
+
+def _read_many(conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+               ) -> list[tuple[bool, Any]]:
+    """Several read functions, each in its own read transaction: (True, value) or (False, the exception)."""
+    out: list[tuple[bool, Any]] = []
+    for fn, args in jobs:
+        try:
+            out.append((True, _read_txn(conn, fn, args)))
+        except Exception as e:  # noqa: BLE001 - raised to that read's caller
+            out.append((False, e))
+    return out
+
+
+async def _settle(fut: asyncio.Future[Any], aw: Any) -> None:
+    """Await `aw` and put its outcome in `fut` (unless its caller gave up meanwhile)."""
+    try:
+        value = await aw
+    except Exception as e:  # noqa: BLE001 - handed to the caller
+        if not fut.done():
+            fut.set_exception(e)
+    else:
+        if not fut.done():
+            fut.set_result(value)
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -221,6 +248,8 @@ class Database:
         self._swapping: trio.Event | None = None
         self._reads_in_flight = 0
         self._reads_drained: trio.Event | None = None
+        self._read_queue: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._read_draining = False
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
@@ -351,6 +380,57 @@ class Database:
             if self._reads_in_flight == 0 and self._reads_drained is not None:
                 self._reads_drained.set()
                 self._reads_drained = None
+
+    async def aio_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`read`, awaited from asyncio code (a grpclib handler) instead of from Trio.
+
+        Reads that arrive together share one hop onto the reader's thread (each still in its own read
+        transaction): the reader's thread runs one thing at a time anyway, and under load a hop -- queueing,
+        waking the thread, handing the result back -- costs more than the queries.  It also skips the two
+        trio-asyncio crossings (asyncio -> Trio -> asyncio) a handler would pay to reach `read`.  While a
+        snapshot is being installed the reads wait through `read`, from Trio.
+        """
+        if self._swapping is not None or self._reader is None:
+            return await trio_asyncio.trio_as_aio(self.read)(fn, *args)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._read_queue.append((fn, args, fut))
+        if not self._read_draining:
+            self._read_draining = True
+            asyncio.ensure_future(self._drain_reads())
+        return await fut
+
+    async def _drain_reads(self) -> None:
+        """Run the queued `aio_read`s, READ_BATCH_MAX per hop, until none are left."""
+        try:
+            while self._read_queue:
+                jobs = self._read_queue[:READ_BATCH_MAX]
+                del self._read_queue[:READ_BATCH_MAX]
+                jobs = [j for j in jobs if not j[2].done()]  # callers that gave up (cancelled)
+                if not jobs:
+                    continue
+                reader = self._reader
+                if self._swapping is not None or reader is None:
+                    for fn, args, fut in jobs:
+                        await _settle(fut, trio_asyncio.trio_as_aio(self.read)(fn, *args))
+                    continue
+                self._reads_in_flight += 1
+                try:
+                    outcomes = await reader._execute(_read_many, reader._conn, [(fn, args) for fn, args, _ in jobs])
+                except Exception as e:  # noqa: BLE001 - the connection failed: every caller learns why
+                    outcomes = [(False, e)] * len(jobs)
+                finally:
+                    self._reads_in_flight -= 1
+                    if self._reads_in_flight == 0 and self._reads_drained is not None:
+                        self._reads_drained.set()
+                        self._reads_drained = None
+                for (_, _, fut), (ok, value) in zip(jobs, outcomes):
+                    if not fut.done():
+                        if ok:
+                            fut.set_result(value)
+                        else:
+                            fut.set_exception(value)
+        finally:
+            self._read_draining = False
 
     async def applied_index(self) -> int:
         """The last log index whose effects are committed in the database."""

@@ -54,6 +54,10 @@ class MemoryDatabase:
         await trio.lowlevel.checkpoint()
         return fn(self.conn, *args)
 
+    async def aio_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`read`, from asyncio code (as store.db.Database.aio_read)."""
+        return fn(self.conn, *args)
+
     async def snapshot(self, dest_path: str | os.PathLike[str]) -> int:
         """Write a snapshot file; return its applied index."""
         return _backup_to(self.conn, os.fspath(dest_path))
