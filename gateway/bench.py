@@ -26,6 +26,9 @@ What one run does
    `--duration` seconds (20) after a short warm-up.  Each does the real booking call: a one-passenger hold on
    a random run, class and segment.  It counts when the hold is committed, whether it got seats or a clear
    "sold out"; `--pay` pays every successful hold (`paid_bookings_per_s`, pay latency separately).
+   `--writes` (auto): with more than one client the bookings go to every node in turn and the followers
+   forward them to the leader, as clients spread over a cluster's nodes would; one client alone (and the
+   `--single` phase) sends them to the leader.  `--writes leader` / `--writes spread` force either.
 4. **Reads** (unless `--no-reads`): the same number of clients doing a mix of search (40 %), seat map (30 %)
    and PNR status (30 %) -- first linearizable for half of `--read-duration` (default `--duration`), then
    stale for the other half; with the nodes' CPU per read.
@@ -117,6 +120,7 @@ WARMUP_S = 1.0
 CALL_TIMEOUT_S = 10.0
 LEADER_WAIT_S = 30.0
 CATCH_UP_WAIT_S = 60.0
+CATCH_UP_NEW_NODE_S = 600.0  # --catch-up: how long a new node may take before the bench gives up
 WORKER_READY_S = 60.0
 STOP_GRACE_S = 10.0
 SAMPLE_EVERY_S = 0.5
@@ -263,6 +267,7 @@ class LocalCluster:
         )
         self.config_path = root / "cluster.toml"
         self.procs: dict[int, subprocess.Popen] = {}
+        self.extra_ports: list[int] = []  # nodes added during the run (--catch-up)
 
     @property
     def ids(self) -> list[int]:
@@ -310,6 +315,25 @@ class LocalCluster:
         self.say("nodes: " + ", ".join(f"{nid}@{self.cfg.node(nid).address} pid {p.pid}"
                                        for nid, p in self.procs.items()))
 
+    def start_joiner(self, node_id: int, port: int) -> subprocess.Popen:
+        """Start `railraft node --join` for a new node `node_id` on `port` (added to the cluster separately)."""
+        from .cluster import node_command
+
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        env["RAILRAFT_PARENT_PID"] = str(os.getpid())
+        env.pop("RAILRAFT_CRASH_ACTOR", None)
+        argv = node_command(node_id, self.config_path, join=True, host="127.0.0.1", port=port,
+                            data_dir=self.node_dir(node_id))
+        with open(self.log_path(node_id), "ab") as logf:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                    cwd=str(self.root), start_new_session=True, close_fds=True)
+        self.procs[node_id] = proc
+        self.extra_ports.append(port)
+        return proc
+
     def dead(self) -> list[int]:
         return [nid for nid, p in self.procs.items() if p.poll() is not None]
 
@@ -340,8 +364,8 @@ class LocalCluster:
                     pass
                 p.wait(timeout=10)
         deadline = time.monotonic() + 5.0
-        for n in self.cfg.nodes:
-            while not port_is_free(n.port) and time.monotonic() < deadline:
+        for port in [n.port for n in self.cfg.nodes] + self.extra_ports:
+            while not port_is_free(port) and time.monotonic() < deadline:
                 time.sleep(0.05)
         return notes
 
@@ -526,6 +550,11 @@ def _cpu_self() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def spread_for(writes: str, clients: int) -> bool:
+    """Do the clients of a phase with `clients` clients spread their bookings over every node (`--writes`)?"""
+    return writes == "spread" or (writes == "auto" and clients > 1)
+
+
 async def _recv(conn: Any) -> Any:
     while not conn.poll():
         await asyncio.sleep(0.005)
@@ -536,8 +565,7 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
     from .client import RailraftClient
 
     runs = [RunSpec(*r) for r in static["runs"]]
-    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S),
-                        spread_writes=static.get("spread_writes", False))
+    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S))
     try:
         try:
             await rr.status(timeout=5.0)  # find the leader, open the channels
@@ -548,6 +576,7 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
             msg = await _recv(conn)
             if msg[0] != "phase":
                 return
+            rr.spread_writes = spread_for(static.get("writes", "auto"), msg[1]["phase_clients"])
             conn.send(("done", await _worker_phase(rr, runs, static["tokens"], msg[1], counter)))
     finally:
         rr.close()
@@ -726,13 +755,13 @@ class WorkerPool:
     run the phases of a benchmark; see `phase`."""
 
     def __init__(self, n: int, addresses: list[str], dataset: Dataset, say: Callable[[str], None] = _say,
-                 spread_writes: bool = False) -> None:
+                 writes: str = "auto") -> None:
         self.n = n
         self.say = say
         self.ctx = mp.get_context("spawn")
         self.counter = self.ctx.Value("q", 0)
         self.static = {"addresses": addresses, "tokens": dataset.tokens, "timeout": CALL_TIMEOUT_S,
-                       "spread_writes": spread_writes,
+                       "writes": writes,
                        "runs": [(r.run_id, r.date, r.codes, r.classes) for r in dataset.runs]}
         self.procs: list[tuple[Any, Any]] = []
         self.pids: list[int] = []
@@ -775,7 +804,7 @@ class WorkerPool:
         for w, ((p, c), share) in enumerate(zip(use, shares)):
             c.send(("phase", {"mode": mode, "clients": share, "first_client": first, "seed": seed * 1000 + w,
                               "pay": pay, "consistency": consistency, "pnrs": list(pnrs), "duration": duration,
-                              "warmup": warmup, "count": count, "start_at": start_at}))
+                              "warmup": warmup, "count": count, "start_at": start_at, "phase_clients": clients}))
             first += share
         sampler = Sampler(status_client) if status_client is not None and mode != "preload" else None
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -1153,6 +1182,54 @@ async def check_remote(addresses: list[str], acked: Sequence[Acked], paid: Colle
     return {"consistent": not problems, "problems": problems, "nodes": nodes, "identical": None}
 
 
+async def measure_catch_up(local: LocalCluster, rr: Any, say: Callable[[str], None] = _say,
+                           timeout: float = CATCH_UP_NEW_NODE_S) -> dict[str, Any]:
+    """`--catch-up`: start a new, empty node, add it to the cluster (AddNode: a learner until it has caught up,
+    then a voter) and time it until it has applied the leader's commit index as seen when it started."""
+    from .client import RailraftClient
+
+    node_id = max(local.procs) + 1
+    port = free_ports(1)[0]
+    addr = f"127.0.0.1:{port}"
+    before = await rr.status(timeout=2.0)
+    lead = next((n for n in before["nodes"] if n.get("up") and n.get("id") == before["leader"]), None)
+    if lead is None:
+        raise BenchError("catch-up: no leader to add a node to")
+    target = lead["commit_index"]
+    say(f"catch-up: adding an empty node {node_id} at {addr}; it must apply index {target:,}")
+    t0 = time.monotonic()
+    proc = local.start_joiner(node_id, port)
+    res = await rr.add_node(node_id, "127.0.0.1", port, timeout=timeout)
+    added_s = time.monotonic() - t0
+    if not res.ok:
+        raise BenchError(f"catch-up: the cluster refused node {node_id}: {res.message}")
+    probe = RailraftClient([addr], timeout=5.0)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"catch-up: node {node_id} exited with code {proc.returncode}:\n"
+                                 + local.log_tail(node_id))
+            st = (await probe.status(timeout=2.0))["nodes"][0]
+            if st.get("up") and st["applied_index"] >= target:
+                break
+            if time.monotonic() - t0 > timeout:
+                raise BenchError(f"catch-up: node {node_id} applied {st.get('applied_index')} of {target} "
+                                 f"in {timeout:g}s")
+            await asyncio.sleep(0.1)
+    finally:
+        probe.close()
+    seconds = time.monotonic() - t0
+    log_text = local.log_path(node_id).read_text(errors="replace")
+    db = local.db_path(node_id)
+    out = {"node": node_id, "target_index": target, "seconds": round(seconds, 2), "voter_after_s": round(added_s, 2),
+           "by_snapshot": "installed snapshot" in log_text,
+           "db_mb": round(db.stat().st_size / 1e6, 1) if db.exists() else None,
+           "peak_rss_mb": _mb(proc_status_kb(proc.pid, "VmHWM"))}
+    say(f"catch-up: node {node_id} caught up in {seconds:.1f}s ({'by snapshot' if out['by_snapshot'] else 'from the log'}"
+        f", database {out['db_mb']} MB, peak RSS {out['peak_rss_mb']} MB)")
+    return out
+
+
 async def wait_caught_up(rr: Any, timeout: float = CATCH_UP_WAIT_S) -> dict[str, Any]:
     """Until every node has applied at least the leader's commit index as first seen here; the last status."""
     deadline = time.monotonic() + timeout
@@ -1329,12 +1406,13 @@ class BenchConfig:
     duration: float = DEFAULT_DURATION_S
     clients: int = DEFAULT_CLIENTS
     workers: int | None = None
-    spread_writes: bool = False  # clients send writes to any node (followers forward) instead of the leader
+    writes: str = "auto"  # where clients send bookings: spread, leader, or auto (see spread_for)
     nodes: list[str] | None = None
     reads: bool = True
     read_duration: float | None = None
     pay: bool = False
     single: bool = False
+    catch_up: bool = False  # after the check: time a new, empty node catching up (fresh local cluster only)
     json: bool = False
     profile: bool = False
     profile_out: str = "bench-flame.svg"
@@ -1497,7 +1575,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                 remote_pids[n["id"]] = local_node_pid(n["address"], n.get("pid"))
         cpu_start = {nid: proc_cpu_s(pid) if pid else None for nid, pid in node_pids().items()}
 
-        pool = WorkerPool(workers, addresses, dataset, say=say, spread_writes=cfg.spread_writes)
+        pool = WorkerPool(workers, addresses, dataset, say=say, writes=cfg.writes)
         await pool.start()
         common = dict(warmup=cfg.warmup, seed=cfg.seed, node_pids=node_pids, status_client=rr)
 
@@ -1606,6 +1684,13 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                                           if book.log_bytes.get(nid) is not None and bookings_n else None),
                 "applied_index": n.get("applied_index"),
             })
+        catch_up = None
+        if cfg.catch_up and local is not None:
+            try:
+                catch_up = await measure_catch_up(local, rr, say)
+            except BenchError as e:
+                say(str(e))
+                catch_up = {"error": str(e)}
         lead_row = next((n for n in nodes_out if n["role"] == "leader"), None)
         per_booking = [n["log_bytes_per_booking"] for n in nodes_out if n["log_bytes_per_booking"] is not None]
 
@@ -1625,6 +1710,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
             if cfg.pay else None,
             "reads": reads,
             "single": single,
+            "catch_up": catch_up,
             "consistent": check["consistent"],
             "consistency": check,
             "nodes": nodes_out,
@@ -1641,6 +1727,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                         "seats": cfg.seats, "first_date": start_date, "load_s": round(dataset.seconds, 1),
                         "customers": len(dataset.tokens)},
             "config": {"clients": cfg.clients, "duration_s": cfg.duration, "workers": workers, "pay": cfg.pay,
+                       "writes": "spread" if spread_for(cfg.writes, cfg.clients) else "leader",
                        "reads": cfg.reads, "preload": cfg.preload, "seed": cfg.seed, "warmup_s": cfg.warmup,
                        "target": "nodes" if cfg.nodes else "local", "addresses": addresses,
                        "snapshot_entries": cfg.snapshot_entries if cfg.nodes is None else None,
@@ -1739,7 +1826,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"  preload     {p['bookings']:,} paid bookings stored first ({p['mode']}, {p['seconds']}s)")
     lines += [
         f"  load        {c['clients']} closed-loop clients in {c['workers']} process(es), {c['duration_s']:g}s "
-        f"(+{c['warmup_s']:g}s warm-up); load generator used {r['loadgen']['cpu_s']}s CPU "
+        f"(+{c['warmup_s']:g}s warm-up), bookings sent "
+        f"{'to every node in turn' if c.get('writes') == 'spread' else 'to the leader'}; load generator used {r['loadgen']['cpu_s']}s CPU "
         f"({r['loadgen']['cpu_ms_per_booking']} ms per booking call)",
         "",
         f"  bookings    {_fmt(r['bookings_per_s'])}/s committed ({r['bookings']:,}: {r['holds_ok']:,} held, "
@@ -1764,6 +1852,12 @@ def format_report(r: dict[str, Any]) -> str:
                          f"node CPU {_fmt(x['node_cpu_ms_per_read'])} ms/read)")
         if rd["errors"]:
             lines.append("    errors    " + ", ".join(f"{k}: {v}" for k, v in rd["errors"].items()))
+    if r.get("catch_up"):
+        cu = r["catch_up"]
+        lines.append(f"  catch-up    {cu['error']}" if "error" in cu else
+                     f"  catch-up    a new node applied index {cu['target_index']:,} in {cu['seconds']}s "
+                     f"({'by snapshot' if cu['by_snapshot'] else 'from the log'}; database {cu['db_mb']} MB, "
+                     f"peak RSS {cu['peak_rss_mb']} MB)")
     if r.get("single"):
         s = r["single"]
         lines.append(f"  1 client    {_fmt(s['bookings_per_s'])}/s, p50 {_fmt(s['p50_ms'])} ms, p99 "
@@ -1819,13 +1913,22 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--admin-password", default=None,
                    help="with --nodes: the administrator's password (default: RAILRAFT_ADMIN_PASSWORD)")
     p.add_argument("--no-reads", action="store_true", help="skip the read phase")
-    p.add_argument("--spread-writes", action="store_true",
-                   help="clients send bookings to any node, round-robin (followers forward them to the leader), "
-                        "instead of to the leader")
+    p.add_argument("--writes", choices=("auto", "spread", "leader"), default="auto",
+                   help="where clients send bookings: spread = every node in turn (followers forward them to the "
+                        "leader, so serving the calls is shared by the whole cluster), leader = the leader only "
+                        "(one hop less: quicker for a single client).  auto (default): spread when a phase has "
+                        "more than one client, else leader")
+    p.add_argument("--spread-writes", dest="writes", action="store_const", const="spread",
+                   help="the same as --writes spread")
+    p.add_argument("--leader-writes", dest="writes", action="store_const", const="leader",
+                   help="the same as --writes leader")
     p.add_argument("--read-duration", type=float, default=None, metavar="S",
                    help="seconds of reads, half linearizable, half stale (default: --duration)")
     p.add_argument("--pay", action="store_true", help="pay every successful hold")
     p.add_argument("--single", action="store_true", help="also measure one client alone (latency without queueing)")
+    p.add_argument("--catch-up", action="store_true",
+                   help="at the end, add a new empty node to the (fresh, local) cluster and time its catch-up "
+                        "(by snapshot once the log is compacted)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--profile", action="store_true", help="py-spy flame graph of the leader during the bookings")
     p.add_argument("--profile-out", default="bench-flame.svg", metavar="PATH",
@@ -1863,10 +1966,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError("--duration must be > 0, --clients and --workers >= 1")
         if args.trains < 1 or args.days < 1 or args.coaches < 1 or args.seats < 1 or args.preload < 0:
             raise ValueError("--trains, --days, --coaches, --seats must be >= 1 and --preload >= 0")
+        if args.catch_up and args.nodes:
+            raise ValueError("--catch-up adds a node to a cluster the bench started; it cannot be used with --nodes")
         cfg = BenchConfig(
-            duration=args.duration, clients=args.clients, workers=args.workers, spread_writes=args.spread_writes,
+            duration=args.duration, clients=args.clients, workers=args.workers, writes=args.writes,
             nodes=parse_addresses(args.nodes) if args.nodes else None, reads=not args.no_reads,
-            read_duration=args.read_duration, pay=args.pay, single=args.single, json=args.json,
+            read_duration=args.read_duration, pay=args.pay, single=args.single, catch_up=args.catch_up, json=args.json,
             profile=args.profile, profile_out=args.profile_out, trains=args.trains, days=args.days,
             coaches=args.coaches, seats=args.seats, seed=args.seed, data_dir=args.data_dir, keep=args.keep,
             preload=args.preload, preload_mode=args.preload_mode, warmup=max(0.0, args.warmup),
