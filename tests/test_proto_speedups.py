@@ -107,13 +107,16 @@ def message_and_kwargs(draw: st.DrawFn) -> tuple[type, dict]:
     return cls, draw(kwargs_for(cls))
 
 
-def roundtrip(cls: type, kwargs: dict) -> tuple[bytes, dict, list]:
+def roundtrip(cls: type, kwargs: dict) -> tuple[bytes, dict, list, tuple]:
     msg = cls(**kwargs)
+    # What the constructor's __post_init__ decides: is the message set, which oneof member is selected.
+    built = (msg.__dict__["_serialized_on_wire"], dict(msg.__dict__["_group_current"]),
+             msg.__dict__["_unknown_fields"])
     data = bytes(msg)
     back = cls().parse(data)
     defaults = [getattr(cls(), name) for name in cls._betterproto.meta_by_field_name
                 if not cls._betterproto.meta_by_field_name[name].group]
-    return data, back.to_dict(include_default_values=True), [repr(d) for d in defaults]
+    return data, back.to_dict(include_default_values=True), [repr(d) for d in defaults], built
 
 
 @settings(max_examples=300, deadline=None, derandomize=True,
