@@ -13,8 +13,12 @@ sub-message a decode creates), with versions that do the same thing faster:
 * for a class without `oneof` groups -- most of ours -- the group bookkeeping is skipped, because for such a
   class it never does anything: no field belongs to a group.  A class with groups keeps the original methods;
 * `__post_init__` of such a class walks a cached tuple of (field name, optional) instead of the metadata
-  mapping and one Python-level attribute read per field: building a 92-message seat map took 0.65 ms
-  before, 0.27 ms after, and decoding one 0.80 ms before, 0.54 ms after.
+  mapping and one Python-level attribute read per field;
+* the dataclass `__init__` of such a class is replaced, on first use, by one generated the same way
+  dataclasses generates it, that stores the fields straight into the instance instead of calling
+  `__setattr__` once per field (and then does what that `__setattr__` would have done: mark an empty
+  sub-message given as a value as set).  Building a 92-message seat map took 0.65 ms, now about 0.1 ms;
+  decoding one 0.80 ms, now about 0.35 ms.
 
 What stays: unset fields hold betterproto's PLACEHOLDER and get their default on first read (as before), and
 setting a field marks the message as serialized on the wire (as before).  tests/test_proto_speedups.py checks
@@ -23,6 +27,7 @@ that encoding, decoding, defaults and oneof behaviour are the same with and with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import betterproto
@@ -40,6 +45,8 @@ _object_set = object.__setattr__
 _PLAIN: dict[type, bool] = {}
 # plain message class -> its fields as (name, optional), for __post_init__; filled on first use.
 _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
+# message class -> the dataclass __init__ that _fast_init replaced (put back by uninstall()).
+_ORIGINAL_INITS: dict[type, Any] = {}
 _installed = False
 
 
@@ -48,7 +55,38 @@ def _plain(cls: type) -> bool:
     # A plain class attribute from now on: later lookups skip the class property's Python call.
     type.__setattr__(cls, "_betterproto", meta)
     plain = _PLAIN[cls] = not meta.oneof_group_by_field
+    if plain and _installed:
+        _fast_init(cls)
     return plain
+
+
+def _fast_init(cls: type) -> None:
+    """Give the plain message class `cls` a constructor that skips `__setattr__` (see the module docstring)."""
+    if cls in _ORIGINAL_INITS or "__init__" not in cls.__dict__ or not dataclasses.is_dataclass(cls):
+        return
+    fields = dataclasses.fields(cls)
+    meta = cls._betterproto.meta_by_field_name
+    if [f.name for f in fields] != list(meta) or any(f.default is dataclasses.MISSING or not f.init
+                                                     for f in fields):
+        return  # not the shape betterproto generates: keep the dataclass constructor
+    names = [f.name for f in fields]
+    if any(not n.isidentifier() or n in ("self", "_d", "_set", "_Message") for n in names):
+        return
+    lines = [f"def __init__(self, {', '.join(f'{n}=_d[{i}]' for i, n in enumerate(names))}):",
+             "    d = _get(self, '__dict__')"]
+    lines += [f"    d[{n!r}] = {n}" for n in names]
+    for n in names:
+        if meta[n].proto_type == betterproto.TYPE_MESSAGE and not meta[n].map_types:
+            # As Message.__setattr__: an empty (field-less) message given as a value counts as set.
+            lines.append(f"    if isinstance({n}, _Message) and not type({n})._betterproto.meta_by_field_name:")
+            lines.append(f"        {n}._serialized_on_wire = True")
+    lines.append("    self.__post_init__()")
+    namespace: dict[str, Any] = {"_d": tuple(f.default for f in fields), "_get": _object_get, "_Message": Message}
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the class's own field names, as dataclasses does
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    _ORIGINAL_INITS[cls] = cls.__dict__["__init__"]
+    type.__setattr__(cls, "__init__", init)
 
 
 def _getattribute(self: Message, name: str) -> Any:
@@ -127,6 +165,10 @@ def uninstall() -> None:
     Message.__getattribute__ = _ORIGINAL_GETATTRIBUTE  # type: ignore[method-assign]
     Message.__setattr__ = _ORIGINAL_SETATTR  # type: ignore[method-assign]
     Message.__post_init__ = _ORIGINAL_POST_INIT  # type: ignore[method-assign]
+    for cls, init in _ORIGINAL_INITS.items():
+        type.__setattr__(cls, "__init__", init)
+    _ORIGINAL_INITS.clear()
+    _PLAIN.clear()  # so that install() gives the fast constructors again, on first use
     _installed = False
 
 
