@@ -61,9 +61,9 @@ class Cluster:
             restart_policy=RestartPolicy(max_restarts=3, window_s=10, backoff_initial_s=0.01),
         )
 
-    async def start(self, i: int, join: bool = False) -> Node:
+    async def start(self, i: int, join: bool = False, inline_io: bool = True) -> Node:
         node = Node(self.settings(i, join), self.db[i], self.net.factory(i), storage=self.storage[i],
-                    crash_injector=self.crash[i], inline_io=True)
+                    crash_injector=self.crash[i], inline_io=inline_io)
         scope = trio.CancelScope()
         self.scopes[i] = scope
         self.nodes[i] = node
@@ -283,4 +283,36 @@ async def test_read_started_before_a_leader_exists_completes_once_one_does(
             while not result:
                 await trio.sleep(0.05)
         assert trio.current_time() - t0 < 5
+        nursery.cancel_scope.cancel()
+
+
+class SlowDiskStorage(DurableMemoryStorage):
+    """A log whose every save takes `delay` seconds of blocking I/O (a slow or overloaded disk)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def save(self, **kw):  # noqa: ANN003, ANN201
+        import time
+
+        time.sleep(self.delay)
+        return super().save(**kw)
+
+
+@pytest.mark.parametrize(("delay", "off_loop"), [(0.0, False), (0.02, True)])
+async def test_log_saves_leave_the_event_loop_only_when_the_disk_is_slow(tmp: Path, delay: float,
+                                                                          off_loop: bool) -> None:
+    # Real time and real worker threads (no inline_io): a fast disk is written on the event loop (a thread
+    # hop would cost more), a slow one from a worker thread so heartbeats and reads keep flowing meanwhile.
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp)
+        c.storage = {i: SlowDiskStorage(delay) for i in c.ids}
+        for i in c.ids:
+            await c.start(i, inline_io=False)
+        ld = await c.leader(timeout=20)
+        for k in range(6):
+            assert (await ld.propose(register(k), timeout=20))[0].ok
+        await c.settle(timeout=20)
+        assert all((n._threaded_saves_left > 0) is off_loop for n in c.nodes.values())
         nursery.cancel_scope.cancel()
