@@ -55,6 +55,7 @@ from raft.types import (
 )
 
 from store import queries
+from store.db import DatabaseClosedError
 from store.commands import SetMember, decode_command
 
 from .messages import (
@@ -215,6 +216,8 @@ class Node:
         self._read_wanted = trio.Event()
         self._threaded_saves_left = 0  # > 0: the disk was slow lately, log saves go to a thread
         self._save_avg_s = 0.0  # moving average of inline log saves
+        self._background: trio.Nursery | None = None  # where snapshots are taken (set by run)
+        self._snapshotting = False
         self.metrics = metrics if metrics is not None else NO_OBSERVER
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
         self.addresses[self.id] = (settings.host, settings.port)
@@ -321,6 +324,7 @@ class Node:
                 await nursery.start(supervise, ActorSpec("election-timer", self._ticker, policy))
                 await nursery.start(supervise, ActorSpec("read-rounds", self._read_rounds, policy))
                 self._peer_nursery = await nursery.start(self._peer_supervisor)
+                self._background = nursery
                 self._sync_replicators()
                 log.info(
                     "node %d up: %s:%d, term %d, applied %d, voters %s",
@@ -928,17 +932,30 @@ class Node:
         for rs in job.read_states:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
-        if self.applied_index - self.snapshot_index >= self.s.snapshot_entries:
-            try:
-                await self._take_snapshot()
-            except (OSError, sqlite3.OperationalError) as e:
-                if not _is_disk_error(e):
-                    raise
+        if (self.applied_index - self.snapshot_index >= self.s.snapshot_entries and not self._snapshotting
+                and self._background is not None):
+            # In the background: copying a big database takes seconds, and applies go on meanwhile.
+            self._snapshotting = True
+            self._background.start_soon(self._snapshot_in_background)
+
+    async def _snapshot_in_background(self) -> None:
+        """Take one snapshot; a failure is logged and the next applied batch tries again."""
+        try:
+            await self._take_snapshot()
+        except (OSError, sqlite3.OperationalError) as e:
+            if not _is_disk_error(e):
+                log.exception("node %d: no snapshot at index %d (tried again after the next batch)",
+                              self.id, self.applied_index)
+            else:
                 log.warning("node %d: no snapshot at index %d: %s (tried again after the next batch)",
                             self.id, self.applied_index, e)
-                for p in self.s.snapshot_dir.glob("tmp-*"):  # a half-written copy only takes space
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+            for p in self.s.snapshot_dir.glob("tmp-*"):  # a half-written copy only takes space
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        except DatabaseClosedError:
+            pass  # the node is stopping
+        finally:
+            self._snapshotting = False
 
     def _after_apply_hooks(self, entries: list[Entry], results: list[Any]) -> None:
         """Learn addresses from the replicated address book as it is applied."""
@@ -978,6 +995,9 @@ class Node:
         index = self.applied_index
         tmp = self.s.snapshot_dir / f"tmp-{index}.db"
         got = await self.db.snapshot(tmp)
+        if got <= self.snapshot_index:  # a snapshot from the leader was installed meanwhile: it is newer
+            await self._io(tmp.unlink)
+            return
         final = self.s.snapshot_dir / f"snap-{got}.db"
         await self._io(os.replace, tmp, final)
         self.snapshot_index = got

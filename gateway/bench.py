@@ -7,6 +7,8 @@ and a consistency check at the end.
     railraft bench --nodes 127.0.0.1:50051,... --admin-password PW     an already running cluster
     railraft bench --preload 1000000                 with a million bookings already stored (see "Preload")
     railraft bench --profile                         py-spy flame graph of the leader (bench-flame.svg)
+    railraft bench --catch-up                        also time a new, empty node catching up at the end
+    railraft bench --writes leader                   every client sends its bookings to the leader
 
 What one run does
 -----------------
@@ -297,15 +299,7 @@ class LocalCluster:
         from .cluster import node_command
 
         self.write_config()
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        env["RAILRAFT_ADMIN_PASSWORD"] = self.admin_password
-        env.pop("RAILRAFT_ADMIN_USER", None)
-        env.pop("RAILRAFT_CRASH_ACTOR", None)
-        # The nodes ask the kernel for SIGTERM should the bench die, so none outlives it.
-        env["RAILRAFT_PARENT_PID"] = str(os.getpid())
+        env = self._node_env()
         for n in self.cfg.nodes:
             with open(self.log_path(n.id), "ab") as logf:
                 self.procs[n.id] = subprocess.Popen(
@@ -315,16 +309,24 @@ class LocalCluster:
         self.say("nodes: " + ", ".join(f"{nid}@{self.cfg.node(nid).address} pid {p.pid}"
                                        for nid, p in self.procs.items()))
 
-    def start_joiner(self, node_id: int, port: int) -> subprocess.Popen:
-        """Start `railraft node --join` for a new node `node_id` on `port` (added to the cluster separately)."""
-        from .cluster import node_command
-
+    def _node_env(self) -> dict[str, str]:
+        """The environment of a node process this bench starts."""
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
-        env["RAILRAFT_PARENT_PID"] = str(os.getpid())
+        env["RAILRAFT_ADMIN_PASSWORD"] = self.admin_password
+        env.pop("RAILRAFT_ADMIN_USER", None)
         env.pop("RAILRAFT_CRASH_ACTOR", None)
+        # The nodes ask the kernel for SIGTERM should the bench die, so none outlives it.
+        env["RAILRAFT_PARENT_PID"] = str(os.getpid())
+        return env
+
+    def start_joiner(self, node_id: int, port: int) -> subprocess.Popen:
+        """Start `railraft node --join` for a new node `node_id` on `port` (added to the cluster separately)."""
+        from .cluster import node_command
+
+        env = self._node_env()
         argv = node_command(node_id, self.config_path, join=True, host="127.0.0.1", port=port,
                             data_dir=self.node_dir(node_id))
         with open(self.log_path(node_id), "ab") as logf:

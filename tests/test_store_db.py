@@ -194,3 +194,61 @@ async def test_closed_database_refuses_calls(tmp_path: Path) -> None:
         with pytest.raises(DatabaseClosedError):
             await db.snapshot(tmp_path / "s.db")
     assert sorted(os.listdir(tmp_path)) == ["n.db"]  # the last close removed the WAL sidecars
+
+
+@pytest.mark.trio
+async def test_a_snapshot_taken_while_batches_apply_is_the_state_at_its_index(tmp_path: Path) -> None:
+    # The copy runs on a connection of its own, so applies go on meanwhile; whatever index the copy holds,
+    # its contents must be exactly the state at that index (users 1..index, one per entry).
+    async with trio_asyncio.open_loop():
+        db = await Database.open(tmp_path / "node.db")
+        try:
+            def one_user(i: int) -> tuple[int, int, bytes]:
+                c = RegisterUser(request_id=f"u{i}", client_id="c", ts_ms=T0 + i, username=f"user{i}",
+                                 password_hash="h", role="CUSTOMER")
+                return i, KIND_NORMAL, encode_command(c)
+
+            await db.apply([one_user(i) for i in range(1, 3001)])
+            index = 3000
+            snaps: list[tuple[int, Path]] = []
+            applied_during = 0
+
+            async def applier() -> None:
+                nonlocal index, applied_during
+                while len(snaps) < 3:
+                    index += 1
+                    await db.apply([one_user(index)])
+                    applied_during += 1
+
+            overlapped = 0  # batches that finished while a copy was in progress
+
+            async def snapshotter() -> None:
+                nonlocal overlapped
+                for k in range(3):
+                    path = tmp_path / f"snap{k}.db"
+                    before = index
+                    snaps.append((await db.snapshot(path), path))
+                    overlapped += index - before
+
+            async with trio.open_nursery() as n:
+                n.start_soon(applier)
+                n.start_soon(snapshotter)
+            assert applied_during > 0
+            # Waiting for the copies, at most the one batch in flight as each copy began would finish during it.
+            assert overlapped > len(snaps), "applies waited for the copies"
+            for got, path in snaps:
+                copy = sqlite3.connect(path)
+                try:
+                    users = copy.execute("SELECT COUNT(*), MAX(id) FROM users").fetchone()
+                    assert users == (got, got)
+                    assert copy.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                finally:
+                    copy.close()
+            # A snapshot install waits for a copy in progress, and then works as usual.
+            other = await Database.open(tmp_path / "other.db")
+            try:
+                assert await other.install_snapshot(snaps[-1][1]) == snaps[-1][0]
+            finally:
+                await other.close()
+        finally:
+            await db.close()
