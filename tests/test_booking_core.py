@@ -29,13 +29,14 @@ from store.commands import (
     HoldSeats,
     PassengerSpec,
     RegisterUser,
+    RevokeSession,
     ScheduleRuns,
     StopSpec,
     decode_command,
     encode_command,
 )
 from store.memdb import MemoryDatabase
-from store.payments import DECLINED_CARD, TEST_CARD, SimulatedProvider
+from store.payments import DECLINED_CARD, TEST_CARD, SimulatedProvider, new_pnr
 from store.state_machine import apply_batch
 
 from .booking_helpers import day
@@ -165,3 +166,55 @@ def test_a_declined_card_charges_nothing_and_the_hold_stays(world):
 
     run_aio(go)
     assert provider.charged_paise == amount
+
+
+def _segment(conn: Any, run_id: int, a: str, b: str) -> Any:
+    from store import booking_queries as bq
+
+    return bq.segment(conn, run_id, a, b)
+
+
+def test_a_booking_client_skips_the_precheck_read_but_the_apply_still_checks_the_session(world):
+    core, sub, _, caller, _ = world
+    token, digest = auth.new_session_token()
+    ts = int(time.time() * 1000)
+    assert sub.apply(encode_command(CreateSession(request_id="s3", client_id="setup", ts_ms=ts, user_id=2,
+                                                  token_sha256=digest, expires_at_ms=ts + 3_600_000))).ok
+    reads = 0
+    real_read = core.node.db.aio_read
+
+    async def counting_read(fn: Any, *args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real_read(fn, *args)
+
+    core.node.db.aio_read = counting_read
+
+    async def scenario() -> None:
+        first, seg = await core.session_and(token, _segment, 1, "PQA", "PQB")
+        assert (first.user_id, (await seg()).from_seq) == (2, 0)
+        assert reads == 1
+        again, seg = await core.session_and(token, _segment, 1, "PQA", "PQB")
+        assert (again.user_id, (await seg()).to_seq) == (2, 1)
+        assert reads == 1  # the same client booking again: no database read before proposing
+        # Logged out through another node: this node still remembers the session for a moment, but the hold
+        # it proposes is refused by the apply, which reads the session table itself.
+        assert sub.apply(encode_command(RevokeSession(request_id="bye", client_id="x", ts_ms=ts + 1,
+                                                      token_sha256=digest))).ok
+        stale, _ = await core.session_and(token, _segment, 1, "PQA", "PQB")
+        res = await core.submit(HoldSeats(
+            request_id="late", client_id=stale.client_id, ts_ms=ts + 2, token_sha256=digest, pnr=new_pnr(),
+            run_id=1, travel_class="AC2", from_code="PQA", to_code="PQB",
+            passengers=(PassengerSpec(name="P", age=40),)))
+        assert res.code == "UNAUTHENTICATED"
+        # A logout on this node forgets the session at once.
+        token2, digest2 = auth.new_session_token()
+        assert sub.apply(encode_command(CreateSession(request_id="s4", client_id="setup", ts_ms=ts, user_id=2,
+                                                      token_sha256=digest2, expires_at_ms=ts + 3_600_000))).ok
+        await core.session_and(token2, _segment, 1, "PQA", "PQB")
+        assert (await core.revoke_session(token2, "bye2")).ok
+        with pytest.raises(GRPCError) as e:
+            await core.session_and(token2, _segment, 1, "PQA", "PQB")
+        assert e.value.status == Status.UNAUTHENTICATED
+
+    run_aio(scenario)
