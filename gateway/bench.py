@@ -432,7 +432,7 @@ async def admin_login(rr: Any, user: str, password: str, wait_s: float = 60.0) -
 async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: int, start_date: str,
                        users: int, say: Callable[[str], None] = _say) -> Dataset:
     """The benchmark catalogue through the API (only what is missing), and `users` fresh customers."""
-    from store import demo
+    from store import auth, demo
     from store.commands import AddTrain, CreateStation, ScheduleRuns
 
     from .client import AlreadyExists
@@ -488,7 +488,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
         raise BenchError("the dataset has no scheduled runs")
 
     tag = secrets.token_hex(3)
-    password = secrets.token_urlsafe(12)
+    password = auth.urlsafe_secret(12)
 
     async def customer(i: int) -> str:
         session = await rr.register(f"bench-{tag}-{i}", password, remember=False, timeout=30.0)
@@ -1515,7 +1515,9 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
             else:
                 tmp = tempfile.mkdtemp(prefix="railraft-bench-")
                 root = Path(tmp)
-            admin_password = secrets.token_urlsafe(16)
+            from store import auth
+
+            admin_password = auth.urlsafe_secret(16)
             local = LocalCluster(root, admin_password=admin_password, snapshot_entries=cfg.snapshot_entries,
                                  tick_ms=cfg.tick_ms, say=say)
             say(f"fresh {len(local.ids)}-node cluster in {root}")

@@ -49,7 +49,6 @@ WINDOW, AISLE (or L, M, U, SL, SU, W, A).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -321,14 +320,11 @@ Handler = Callable[[Ctx, argparse.Namespace], Awaitable[Output]]
 
 
 def run_async(coro: Awaitable[T]) -> T:
-    """asyncio.run on a plain selector loop.
+    """asyncio.run on a plain selector loop (gateway.client.run): not trio-asyncio's loop, which would also
+    install Trio's Ctrl-C handler, so that Ctrl-C would not interrupt a call."""
+    from .client import run
 
-    Importing gateway.client imports trio_asyncio, whose event loop policy makes asyncio.run use a loop that
-    runs Trio underneath and installs Trio's Ctrl-C handler (so Ctrl-C would not interrupt a call).  The CLI
-    needs neither: it asks for the standard loop explicitly.
-    """
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(coro)  # type: ignore[arg-type]
+    return run(coro)  # type: ignore[no-any-return]
 
 
 def print_json(obj: Any) -> None:

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store import civil
+from store import auth, civil
 from store.demo import DEMO_ADMIN, DEMO_CUSTOMER, STATIONS, train_specs
 
 from .client import AlreadyExists, RailraftClient, Unauthenticated, Unavailable
@@ -90,8 +89,8 @@ class DemoCredentials:
 
 
 def new_password() -> str:
-    """A random password (URL-safe, ~96 bits)."""
-    return secrets.token_urlsafe(12)
+    """A random password (URL-safe, ~96 bits, never starting with "-": it is typed on command lines)."""
+    return auth.urlsafe_secret(12)
 
 
 def load_or_create_credentials(data_dir: str | Path, *, admin_password: str | None = None) -> tuple[DemoCredentials, bool]:

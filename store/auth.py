@@ -87,9 +87,19 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
     )
 
 
+def urlsafe_secret(nbytes: int) -> str:
+    """`secrets.token_urlsafe(nbytes)` that does not start with "-": such a token or password, typed as a
+    command-line argument (`railraft logout TOKEN`, `railraft login NAME PASSWORD`), would be taken for an
+    option.  One draw in 64 is redrawn, which costs less than a bit of its 8 * nbytes bits of entropy."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
+
+
 def new_session_token() -> tuple[str, str]:
     """A fresh bearer token for the client and its SHA-256 hex (what is replicated and stored)."""
-    token = secrets.token_urlsafe(32)
+    token = urlsafe_secret(32)
     return token, token_hash(token)
 
 

@@ -101,3 +101,14 @@ def test_session_proofs_bind_the_session_to_the_stored_password_hash() -> None:
 def test_dummy_verify_costs_a_real_check() -> None:
     assert auth.dummy_verify("anything") is False
     assert auth._dummy_hash is not None and auth._dummy_hash.startswith("scrypt$16384$8$1$")
+
+
+def test_tokens_and_generated_passwords_never_start_with_a_dash(monkeypatch) -> None:
+    # `railraft logout TOKEN` with TOKEN = "-Q8E..." was read as an unknown option (seen in CI).
+    draws = iter(["-first", "-second", "third"])
+    monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda n: next(draws))
+    assert auth.urlsafe_secret(32) == "third"
+    monkeypatch.undo()
+    tokens = [auth.new_session_token()[0] for _ in range(2000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert len(set(tokens)) == 2000 and all(len(t) == 43 for t in tokens)
