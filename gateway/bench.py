@@ -401,32 +401,15 @@ def start_date_ist(now_ms: int | None = None) -> str:
     return civil.format_date(civil.local_day(ms) + 1)
 
 
-async def _bounded(limit: int, jobs: Iterable[Callable[[], Any]]) -> list[Any]:
-    sem = asyncio.Semaphore(limit)
-
-    async def one(job: Callable[[], Any]) -> Any:
-        async with sem:
-            return await job()
-
-    return list(await asyncio.gather(*(one(j) for j in jobs)))
-
-
 async def admin_login(rr: Any, user: str, password: str, wait_s: float = 60.0) -> None:
     """Log `rr` in as the administrator, waiting for the servers to bootstrap the account."""
-    from .client import Unauthenticated, Unavailable
+    from .demo_loader import DemoError
+    from .demo_loader import admin_login as login
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            session = await rr.login(user, password, timeout=10.0)
-        except (Unauthenticated, Unavailable) as e:
-            if time.monotonic() >= deadline:
-                raise BenchError(f"cannot log in as administrator {user!r}: {e}") from None
-            await asyncio.sleep(0.3)
-            continue
-        if session.user.role != "ADMIN":
-            raise BenchError(f"{user!r} is not an administrator")
-        return
+    try:
+        await login(rr, user, password, wait_s)
+    except DemoError as e:
+        raise BenchError(str(e)) from None
 
 
 async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: int, start_date: str,
@@ -436,6 +419,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
     from store.commands import AddTrain, CreateStation, ScheduleRuns
 
     from .client import AlreadyExists
+    from .demo_loader import bounded
 
     t0 = time.monotonic()
     cmds = demo.benchmark_commands("", start_date, 0, trains=trains, days=days, coaches=coaches, seats=seats)
@@ -453,7 +437,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
         except AlreadyExists:
             return 0
 
-    added["stations"] = sum(await _bounded(16, [lambda c=c: station(c) for c in stations if c.code not in have]))
+    added["stations"] = sum(await bounded(16, [lambda c=c: station(c) for c in stations if c.code not in have]))
     have_trains = {t.number for t in await rr.trains()}
 
     async def train(c: AddTrain) -> int:
@@ -464,7 +448,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
         except AlreadyExists:
             return 0
 
-    added["trains"] = sum(await _bounded(8, [lambda c=c: train(c) for c in add_trains if c.number not in have_trains]))
+    added["trains"] = sum(await bounded(8, [lambda c=c: train(c) for c in add_trains if c.number not in have_trains]))
 
     async def schedule(c: ScheduleRuns) -> list[Any]:
         runs = await rr.list_runs(c.train_number, c.first_date, c.last_date, timeout=30.0)
@@ -475,7 +459,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
             runs = await rr.list_runs(c.train_number, c.first_date, c.last_date, timeout=30.0)
         return runs
 
-    per_train = await _bounded(8, [lambda c=c: schedule(c) for c in schedules])
+    per_train = await bounded(8, [lambda c=c: schedule(c) for c in schedules])
     specs: list[RunSpec] = []
     for c, runs in zip(add_trains, per_train):
         codes = tuple(s.station_code for s in c.stops)
@@ -496,7 +480,7 @@ async def load_dataset(rr: Any, *, trains: int, days: int, coaches: int, seats: 
             session = await rr.login(f"bench-{tag}-{i}", password, remember=False, timeout=30.0)
         return session.token
 
-    tokens = await _bounded(8, [lambda i=i: customer(i) for i in range(users)])
+    tokens = await bounded(8, [lambda i=i: customer(i) for i in range(users)])
     ds = Dataset(specs, tokens, time.monotonic() - t0, added)
     say(f"dataset: {len(specs)} runs of {trains} trains x {days} days ({coaches} coaches x {seats} seats), "
         f"{users} customers; added {added['stations']} stations, {added['trains']} trains, {added['runs']} runs "
@@ -1020,35 +1004,13 @@ def double_sold(conn: sqlite3.Connection) -> list[str]:
     return out
 
 
-def _literal(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
-
-
 def database_digest(conn: sqlite3.Connection) -> str:
-    """SHA-256 over the schema and every table's rows in primary-key order (store.queries.canonical_dump's
-    content, streamed, so it works on databases of any size)."""
+    """SHA-256 of store.queries.canonical_dump's text, streamed, so it works on databases of any size."""
+    from store import queries
+
     h = hashlib.sha256()
-    h.update(f"user_version {conn.execute('PRAGMA user_version').fetchone()[0]}\n".encode())
-    objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
-    for typ, name, tbl, sql in objects:
-        h.update(f"schema {typ} {name} on {tbl}: {sql}\n".encode())
-    for typ, table, _, _ in objects:
-        if typ != "table" or table.startswith("sqlite_"):
-            continue
-        info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
-        cols = [c[1] for c in info]
-        pk = [c[1] for c in sorted((c for c in info if c[5]), key=lambda c: c[5])] or cols
-        h.update(f"table {table}\n".encode())
-        q = f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{table}" ORDER BY ' + \
-            ", ".join(f'"{c}"' for c in pk)
-        for row in conn.execute(q):
-            h.update(("|".join(_literal(v) for v in row) + "\n").encode())
+    for line in queries.canonical_lines(conn):
+        h.update(line.encode() + b"\n")
     return h.hexdigest()
 
 
@@ -1150,6 +1112,7 @@ async def check_remote(addresses: list[str], acked: Sequence[Acked], paid: Colle
                        concurrency: int = 32) -> dict[str, Any]:
     """The per-booking check through each node's own state: a STALE PNR-status read on that node alone."""
     from .client import NotFound, RailraftClient
+    from .demo_loader import bounded
 
     from proto.gen.railraft.v1 import BookingState, Consistency
 
@@ -1176,7 +1139,7 @@ async def check_remote(addresses: list[str], acked: Sequence[Acked], paid: Colle
                 if a.pnr in paid and b.state != BookingState.CONFIRMED:
                     bad.append(f"PNR {a.pnr} was paid but is {b.state.name}")
 
-            await _bounded(concurrency, [lambda a=a: one(a) for a in acked])
+            await bounded(concurrency, [lambda a=a: one(a) for a in acked])
         finally:
             rr.close()
         nodes[addr] = {"acked_problems": len(bad)}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,7 @@ def today_ist(now_ms: int | None = None) -> str:
     return civil.format_date(civil.local_day(ms))
 
 
-async def _admin_login(rr: RailraftClient, user: str, password: str, wait: float) -> None:
+async def admin_login(rr: RailraftClient, user: str, password: str, wait: float) -> None:
     """Log in as the administrator, waiting up to `wait` seconds for the servers to bootstrap the account."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -169,7 +169,7 @@ async def _admin_login(rr: RailraftClient, user: str, password: str, wait: float
         return
 
 
-async def _bounded(limit: int, jobs: Sequence[Callable[[], object]]) -> list:
+async def bounded(limit: int, jobs: Iterable[Callable[[], object]]) -> list:
     """Run the coroutine factories `jobs` at most `limit` at a time; results in order."""
     sem = asyncio.Semaphore(limit)
 
@@ -191,7 +191,7 @@ async def load_demo(addresses: Sequence[str] | str, creds: DemoCredentials, *, d
     report = LoadReport(first_date=first, last_date=last)
     rr = client or RailraftClient(addresses, timeout=CALL_TIMEOUT_S)
     try:
-        await _admin_login(rr, creds.admin_user, creds.admin_password, bootstrap_wait)
+        await admin_login(rr, creds.admin_user, creds.admin_password, bootstrap_wait)
 
         # Stations.
         have = {s.code for s in await rr.stations()}
@@ -206,7 +206,7 @@ async def load_demo(addresses: Sequence[str] | str, creds: DemoCredentials, *, d
 
         if missing:
             say(f"adding {len(missing)} station(s)")
-            report.stations_added = sum(await _bounded(PARALLEL_WRITES, [
+            report.stations_added = sum(await bounded(PARALLEL_WRITES, [
                 lambda c=c, n=n: add_station(c, n) for c, n in missing]))
 
         # Trains.
@@ -223,7 +223,7 @@ async def load_demo(addresses: Sequence[str] | str, creds: DemoCredentials, *, d
         todo = [s for s in specs if s[0] not in have_trains]
         if todo:
             say(f"adding {len(todo)} train(s)")
-            report.trains_added = sum(await _bounded(PARALLEL_WRITES, [
+            report.trains_added = sum(await bounded(PARALLEL_WRITES, [
                 lambda s=s: add_train(*s) for s in todo]))
 
         # Runs: a train whose window is complete is left alone; ScheduleRuns itself skips dates that have a run.
@@ -234,7 +234,7 @@ async def load_demo(addresses: Sequence[str] | str, creds: DemoCredentials, *, d
             made = await rr.schedule_runs(number, first, last, request_id=f"demo-runs-{number}-{first}-{days}")
             return len(made)
 
-        counts = await _bounded(PARALLEL_WRITES, [lambda n=s[0]: runs_for(n) for s in specs])
+        counts = await bounded(PARALLEL_WRITES, [lambda n=s[0]: runs_for(n) for s in specs])
         report.runs_added = sum(counts)
 
         # The demo customer: logging in tells whether it exists with these credentials (a retried Register
@@ -292,5 +292,5 @@ def format_banner(creds: DemoCredentials, addresses: Sequence[str], *, report: L
 
 __all__ = [
     "DemoCredentials", "DemoError", "LoadReport", "load_demo", "load_or_create_credentials", "format_banner",
-    "new_password", "today_ist", "ADMIN_PASSWORD_ENV", "CREDENTIALS_FILE",
+    "new_password", "today_ist", "admin_login", "bounded", "ADMIN_PASSWORD_ENV", "CREDENTIALS_FILE",
 ]

@@ -7,6 +7,8 @@ so a function that runs several SELECTs sees one consistent state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import sqlite3
 from dataclasses import dataclass
 
@@ -125,18 +127,14 @@ def _literal(value: object) -> str:
     return repr(value)  # int, float
 
 
-def canonical_dump(conn: sqlite3.Connection) -> str:
-    """A deterministic text form of the whole database, for comparing replicas.
-
-    Lists the schema version and every schema object's SQL, then every table's rows ordered by primary key
-    (by all columns for a table without one).  Two replicas with equal dumps hold the same state.
-    """
-    out = [f"user_version {conn.execute('PRAGMA user_version').fetchone()[0]}"]
+def canonical_lines(conn: sqlite3.Connection) -> Iterator[str]:
+    """The lines of `canonical_dump`, one at a time (so a database of any size can be hashed streaming)."""
+    yield f"user_version {conn.execute('PRAGMA user_version').fetchone()[0]}"
     objects = conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
     ).fetchall()
     for typ, name, tbl_name, sql in objects:
-        out.append(f"schema {typ} {name} on {tbl_name}: {sql}")
+        yield f"schema {typ} {name} on {tbl_name}: {sql}"
     tables = [name for typ, name, _, _ in objects if typ == "table" and not name.startswith("sqlite_")]
     for table in tables:
         info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()  # cid, name, type, notnull, dflt, pk
@@ -144,7 +142,15 @@ def canonical_dump(conn: sqlite3.Connection) -> str:
         pk = [col[1] for col in sorted((c for c in info if c[5]), key=lambda c: c[5])] or columns
         quoted = ", ".join(f'"{c}"' for c in columns)
         order = ", ".join(f'"{c}"' for c in pk)
-        out.append(f"table {table} ({', '.join(columns)})")
+        yield f"table {table} ({', '.join(columns)})"
         for row in conn.execute(f'SELECT {quoted} FROM "{table}" ORDER BY {order}'):
-            out.append("  " + "|".join(_literal(v) for v in row))
-    return "\n".join(out) + "\n"
+            yield "  " + "|".join(_literal(v) for v in row)
+
+
+def canonical_dump(conn: sqlite3.Connection) -> str:
+    """A deterministic text form of the whole database, for comparing replicas.
+
+    Lists the schema version and every schema object's SQL, then every table's rows ordered by primary key
+    (by all columns for a table without one).  Two replicas with equal dumps hold the same state.
+    """
+    return "\n".join(canonical_lines(conn)) + "\n"
