@@ -88,8 +88,9 @@ DISK_RETRY_S = 0.5  # how often a write the disk refused (full, failing) is trie
 # is CPU-bound.  When the average gets slower, the next SLOW_SAVE_BACKOFF saves go to a worker thread (then it
 # tries again), so a slow or failing disk never stalls heartbeats and reads for long.
 INLINE_SAVE_S = 0.005
-_SET_MEMBER_TAG = b'"t":"set_member"'
 SLOW_SAVE_BACKOFF = 200
+# How a SetMember command's JSON names its type (see _after_apply_hooks).
+_SET_MEMBER_TAG = b'"t":"set_member"'
 
 
 class NotLeaderError(Exception):
@@ -337,7 +338,7 @@ class Node:
                 await self._close()
 
     async def _close(self) -> None:
-        for reply in [*self.reads.values(), *self._read_waiters[False], *self._read_waiters[True]]:
+        for reply in self._read_replies():
             reply.fail(NodeStopping("node stopping"))
         for w in self.waiters.values():
             w.reply.fail(NodeStopping("node stopping"))
@@ -409,6 +410,10 @@ class Node:
         self._read_wanted.set()
         with _deadline(timeout, "the read"):
             return await reply.wait()
+
+    def _read_replies(self) -> list[Reply]:
+        """Every read waiting on this node: in a ReadIndex round, or for the next one."""
+        return [*self.reads.values(), *self._read_waiters[False], *self._read_waiters[True]]
 
     async def _read_rounds(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Actor: one ReadIndex round at a time for all the read_barrier callers waiting for one."""
@@ -819,7 +824,7 @@ class Node:
             try:
                 self._check_disk()
             except DiskError as err:
-                for reply in [*self.reads.values(), *self._read_waiters[False], *self._read_waiters[True]]:
+                for reply in self._read_replies():
                     reply.fail(err)
                 waiters, self.waiters = self.waiters, {}
                 for w in waiters.values():

@@ -26,7 +26,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from actors.node import NodeStopping, NotLeaderError, ProposalLost
 
-from .leader_hint import LEADER_HINT, not_leader_message, parse_leader_hint  # noqa: F401 - re-exported
+from .leader_hint import not_leader_message
 
 def trio_call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[Any]:
     """From an asyncio handler, await a Trio async function."""

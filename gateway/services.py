@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import trio
 from grpclib import GRPCError
 from grpclib.const import Status
 

@@ -22,7 +22,8 @@ from proto.gen.railraft.node.v1 import NodeStub, ProposeRequest
 from store.commands import Result, decode_result
 
 from .peer_auth import PROPOSE_METHOD, ClusterAuth
-from .rpc import parse_leader_hint, trio_call
+from .leader_hint import parse_leader_hint
+from .rpc import trio_call
 
 WRITE_TIMEOUT_S = 10.0
 PROPOSE_BATCH_MAX = 256  # commands one forwarded Propose may carry

@@ -70,7 +70,7 @@ def _fast_init(cls: type) -> None:
                                                      for f in fields):
         return  # not the shape betterproto generates: keep the dataclass constructor
     names = [f.name for f in fields]
-    if any(not n.isidentifier() or n in ("self", "_d", "_set", "_Message") for n in names):
+    if any(not n.isidentifier() or n in ("self", "d", "_d", "_get", "_Message") for n in names):  # names used below
         return
     lines = [f"def __init__(self, {', '.join(f'{n}=_d[{i}]' for i, n in enumerate(names))}):",
              "    d = _get(self, '__dict__')"]
