@@ -393,6 +393,26 @@ class Node:
             placed = await reply.wait()  # [(index, waiter)] or raises NotLeaderError
             return [(await w.reply.wait(), index) for index, w in placed]
 
+    async def propose_each(self, datas: list[bytes], timeout: float | None = None
+                           ) -> list[tuple[Any, int] | BaseException]:
+        """`propose_many` for commands of different callers: one log append, and each command's own outcome --
+        (result, index), or the ProposalLost / NodeStopping its wait ended with -- so one lost entry does not
+        fail the others.  NotLeaderError, DiskError and TimeoutError still concern them all (raised)."""
+        if self.stopping:
+            raise NodeStopping("node is stopping")
+        self._check_disk()
+        with _deadline(timeout, "the write"):
+            reply = Reply()
+            await self.consensus_in.send(Propose(tuple(datas), reply))
+            placed = await reply.wait()
+            out: list[tuple[Any, int] | BaseException] = []
+            for index, w in placed:
+                try:
+                    out.append((await w.reply.wait(), index))
+                except (ProposalLost, NodeStopping) as e:
+                    out.append(e)
+            return out
+
     async def read_barrier(self, lease: bool = False, timeout: float | None = None) -> int:
         """Wait until this node's state machine reflects every write committed before the call (ReadIndex).
 

@@ -536,9 +536,13 @@ def _cpu_self() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def spread_for(writes: str, clients: int) -> bool:
-    """Do the clients of a phase with `clients` clients spread their bookings over every node (`--writes`)?"""
-    return writes == "spread" or (writes == "auto" and clients > 1)
+def spread_for(writes: str, clients: int, batch: bool = True) -> bool:
+    """Do the clients of a phase with `clients` clients spread their bookings over every node (`--writes`)?
+
+    `auto` sends them to the leader when the client library batches (a batch of bookings costs the leader
+    less than the forwarding it saves would), and spreads them when every call travels alone (then serving
+    the calls is most of the work, and the followers share it)."""
+    return writes == "spread" or (writes == "auto" and clients > 1 and not batch)
 
 
 async def _recv(conn: Any) -> Any:
@@ -551,7 +555,8 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
     from .client import RailraftClient
 
     runs = [RunSpec(*r) for r in static["runs"]]
-    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S))
+    rr = RailraftClient(static["addresses"], timeout=static.get("timeout", CALL_TIMEOUT_S),
+                        batch=static.get("batch", True))
     try:
         try:
             await rr.status(timeout=5.0)  # find the leader, open the channels
@@ -562,7 +567,8 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
             msg = await _recv(conn)
             if msg[0] != "phase":
                 return
-            rr.spread_writes = spread_for(static.get("writes", "auto"), msg[1]["phase_clients"])
+            rr.spread_writes = spread_for(static.get("writes", "auto"), msg[1]["phase_clients"],
+                                          static.get("batch", True))
             conn.send(("done", await _worker_phase(rr, runs, static["tokens"], msg[1], counter)))
     finally:
         rr.close()
@@ -741,13 +747,13 @@ class WorkerPool:
     run the phases of a benchmark; see `phase`."""
 
     def __init__(self, n: int, addresses: list[str], dataset: Dataset, say: Callable[[str], None] = _say,
-                 writes: str = "auto") -> None:
+                 writes: str = "auto", batch: bool = True) -> None:
         self.n = n
         self.say = say
         self.ctx = mp.get_context("spawn")
         self.counter = self.ctx.Value("q", 0)
         self.static = {"addresses": addresses, "tokens": dataset.tokens, "timeout": CALL_TIMEOUT_S,
-                       "writes": writes,
+                       "writes": writes, "batch": batch,
                        "runs": [(r.run_id, r.date, r.codes, r.classes) for r in dataset.runs]}
         self.procs: list[tuple[Any, Any]] = []
         self.pids: list[int] = []
@@ -1372,6 +1378,7 @@ class BenchConfig:
     clients: int = DEFAULT_CLIENTS
     workers: int | None = None
     writes: str = "auto"  # where clients send bookings: spread, leader, or auto (see spread_for)
+    batch: bool = True  # the client library batches calls made together (gateway/client_batch.py)
     nodes: list[str] | None = None
     reads: bool = True
     read_duration: float | None = None
@@ -1542,7 +1549,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                 remote_pids[n["id"]] = local_node_pid(n["address"], n.get("pid"))
         cpu_start = {nid: proc_cpu_s(pid) if pid else None for nid, pid in node_pids().items()}
 
-        pool = WorkerPool(workers, addresses, dataset, say=say, writes=cfg.writes)
+        pool = WorkerPool(workers, addresses, dataset, say=say, writes=cfg.writes, batch=cfg.batch)
         await pool.start()
         common = dict(warmup=cfg.warmup, seed=cfg.seed, node_pids=node_pids, status_client=rr)
 
@@ -1694,7 +1701,8 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
                         "seats": cfg.seats, "first_date": start_date, "load_s": round(dataset.seconds, 1),
                         "customers": len(dataset.tokens)},
             "config": {"clients": cfg.clients, "duration_s": cfg.duration, "workers": workers, "pay": cfg.pay,
-                       "writes": "spread" if spread_for(cfg.writes, cfg.clients) else "leader",
+                       "writes": "spread" if spread_for(cfg.writes, cfg.clients, cfg.batch) else "leader",
+                       "batch": cfg.batch,
                        "reads": cfg.reads, "preload": cfg.preload, "seed": cfg.seed, "warmup_s": cfg.warmup,
                        "target": "nodes" if cfg.nodes else "local", "addresses": addresses,
                        "snapshot_entries": cfg.snapshot_entries if cfg.nodes is None else None,
@@ -1883,12 +1891,15 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--writes", choices=("auto", "spread", "leader"), default="auto",
                    help="where clients send bookings: spread = every node in turn (followers forward them to the "
                         "leader, so serving the calls is shared by the whole cluster), leader = the leader only "
-                        "(one hop less: quicker for a single client).  auto (default): spread when a phase has "
-                        "more than one client, else leader")
+                        "(one hop less: quicker for a single client).  auto (default): leader, or spread when a "
+                        "phase has more than one client and --no-batch is given")
     p.add_argument("--spread-writes", dest="writes", action="store_const", const="spread",
                    help="the same as --writes spread")
     p.add_argument("--leader-writes", dest="writes", action="store_const", const="leader",
                    help="the same as --writes leader")
+    p.add_argument("--no-batch", action="store_true",
+                   help="every call on its own round trip: the client library's batching off (calls made "
+                        "together to one node otherwise travel in one Booking/Batch)")
     p.add_argument("--read-duration", type=float, default=None, metavar="S",
                    help="seconds of reads, half linearizable, half stale (default: --duration)")
     p.add_argument("--pay", action="store_true", help="pay every successful hold")
@@ -1936,7 +1947,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.catch_up and args.nodes:
             raise ValueError("--catch-up adds a node to a cluster the bench started; it cannot be used with --nodes")
         cfg = BenchConfig(
-            duration=args.duration, clients=args.clients, workers=args.workers, writes=args.writes,
+            duration=args.duration, clients=args.clients, workers=args.workers, writes=args.writes, batch=not args.no_batch,
             nodes=parse_addresses(args.nodes) if args.nodes else None, reads=not args.no_reads,
             read_duration=args.read_duration, pay=args.pay, single=args.single, catch_up=args.catch_up, json=args.json,
             profile=args.profile, profile_out=args.profile_out, trains=args.trains, days=args.days,

@@ -19,6 +19,7 @@ that does not exist.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from grpclib import GRPCError
@@ -29,6 +30,8 @@ from proto.gen.railraft.v1 import (
     Ack,
     AddStationRequest,
     AddTrainRequest,
+    BatchReply,
+    BatchRequest,
     BookingBase,
     BookingEvent,
     BookingInfo,
@@ -103,7 +106,8 @@ from .booking_core import (
     raise_for,
     station_code,
 )
-from .rpc import LeaderHintMixin
+from .batch_calls import batch_handlers, run_batch
+from .rpc import LeaderHintMixin, current_stream
 from .submit import Submitter
 
 log = logging.getLogger("railraft.booking")
@@ -245,6 +249,14 @@ class BookingService(LeaderHintMixin, BookingBase):
                  core: BookingCore | None = None) -> None:
         self.node = node
         self.core = core if core is not None else BookingCore(node, submitter, provider)
+        self._batch_handlers: dict[str, Any] | None = None
+
+    async def batch(self, batch_request: BatchRequest) -> AsyncIterator[BatchReply]:
+        """Several calls of this service in one round trip, each as if made alone (gateway/batch_calls.py)."""
+        if self._batch_handlers is None:
+            self._batch_handlers = batch_handlers(self.__mapping__())
+        async for reply in run_batch(self._batch_handlers, batch_request, current_stream()):
+            yield reply
 
     # ------------------------------------------------------------------------------------ helpers
     async def _booking(self, caller: Caller, pnr: str, consistency: int = LINEARIZABLE, message: str = ""

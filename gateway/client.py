@@ -27,6 +27,10 @@ What it does for the caller
   caller passes one, and every retry resends the *same* request: the state machine answers a repeated
   request id with the first result, so a write whose reply was lost (leader killed after commit) is applied
   once however often it is retried.
+* **Batching.**  Booking calls that tasks sharing one client make together to one node travel in one
+  `Booking/Batch` round trip (gateway/client_batch.py): each still runs on the node as if made alone and
+  gets its own reply or error, so everything above holds per call.  A call made alone goes alone, at once.
+  `batch=False` sends every call on its own.
 * **Deadlines.**  Every call has an overall deadline (`timeout`, per client or per call); each attempt is
   bounded by `attempt_timeout` and by what remains of the deadline.
 
@@ -119,8 +123,9 @@ from proto.gen.railraft.v1 import (
     WhoAmIRequest,
 )
 
+from .client_batch import CallBatcher
 from .peer_auth import TOKEN_METADATA
-from .leader_hint import parse_leader_hint
+from .leader_hint import leader_hint_of
 
 __all__ = [
     "RailraftClient",
@@ -363,17 +368,21 @@ class RailraftClient:
 
     `addresses`: "host:port" of some or all nodes.  `timeout`: the default overall deadline of a call.
     `attempt_timeout`: the most one node may take to answer before the next is tried.  `consistency`: the
-    default for reads.  `token`: a session to start with.
+    default for reads.  `token`: a session to start with.  `batch`: send Booking calls made together to one
+    node in one round trip (see the module docstring).
     """
 
     def __init__(self, addresses: Sequence[str] | str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  consistency: Consistency = LINEARIZABLE, attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
                  token: str = "", backoff_initial: float = BACKOFF_INITIAL_S, backoff_max: float = BACKOFF_MAX_S,
-                 rng: random.Random | None = None, spread_writes: bool = False) -> None:
+                 rng: random.Random | None = None, spread_writes: bool = False, batch: bool = True) -> None:
         self.addresses: list[str] = parse_addresses(addresses)
         # Writes to any node, round-robin like reads (followers forward them to the leader), instead of to
         # the leader first: spreads the cost of serving client calls over the cluster.
         self.spread_writes = spread_writes
+        # Booking calls made together to one node travel in one Batch (gateway/client_batch.py).
+        self.batch = batch
+        self._batcher = CallBatcher(self._unary, self._channel)
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self.consistency = Consistency(consistency)
@@ -397,6 +406,7 @@ class RailraftClient:
 
     def close(self) -> None:
         """Close every channel (synchronous, so it can run from `finally` blocks and from Trio code)."""
+        self._batcher.close()
         for addr in list(self._channels):
             self._drop_channel(addr)
 
@@ -404,13 +414,16 @@ class RailraftClient:
         """`close()` for callers that prefer to await."""
         self.close()
 
-    def _channel(self, addr: str) -> Channel:
+    def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # grpclib binds a Channel to the loop that created it; a client reused from a new loop (one
-            # asyncio.run per CLI command, say) starts over with fresh channels.
+            # asyncio.run per CLI command, say) starts over with fresh channels and an empty batcher.
             self.close()
             self._loop = loop
+
+    def _channel(self, addr: str) -> Channel:
+        self._bind_loop()
         ch = self._channels.get(addr)
         if ch is None:
             host, port = _split(addr)
@@ -435,18 +448,27 @@ class RailraftClient:
     async def _attempt(self, addr: str, route: Route, request: betterproto.Message, timeout: float,
                        metadata: Any = None) -> Any:
         """One call on one node; GRPCError carries the leader hint (if any) as `.leader_hint`.
-        `metadata`: the call's gRPC metadata, or a function of `addr` giving it (None: none)."""
-        ch = self._channel(addr)
+        `metadata`: the call's gRPC metadata, or a function of `addr` giving it (None: none).
+        Booking calls without metadata go through the batcher (gateway/client_batch.py) when `batch` is on."""
+        self._bind_loop()  # here, not in the batcher's own tasks: moving to a new loop resets the batcher
+        if self.batch and metadata is None and route.path.startswith(BOOKING):
+            return await self._batcher.call(addr, route.path, route.reply, request, timeout)
         md = metadata(addr) if callable(metadata) else metadata
+        return await self._unary(addr, route.path, request, route.reply, timeout, md)
+
+    async def _unary(self, addr: str, path: str, request: betterproto.Message, reply_type: type, timeout: float,
+                     metadata: Any = None) -> Any:
+        """One unary RPC on node `addr`, bounded by `timeout`."""
+        ch = self._channel(addr)
 
         async def call() -> Any:
-            async with ch.request(route.path, Cardinality.UNARY_UNARY, type(request), route.reply,
-                                  timeout=timeout, metadata=md) as stream:
+            async with ch.request(path, Cardinality.UNARY_UNARY, type(request), reply_type,
+                                  timeout=timeout, metadata=metadata) as stream:
                 try:
                     await stream.send_message(request, end=True)
                     reply = await stream.recv_message()
                 except GRPCError as e:
-                    e.leader_hint = _hint(e, stream.trailing_metadata)  # type: ignore[attr-defined]
+                    e.leader_hint = leader_hint_of(e, stream.trailing_metadata)  # type: ignore[attr-defined]
                     raise
                 if reply is None:  # the server ended the stream without a message or an error status
                     raise ProtocolError("empty reply")
@@ -845,19 +867,6 @@ class RailraftClient:
     async def create_admin(self, username: str, password: str, *, timeout: float | None = None) -> AdminResponse:
         """Create the first administrator (refused, `ok=False`, once one exists)."""
         return await self._admin("CreateAdmin", CreateAdminRequest(username=username, password=password), timeout)
-
-
-def _hint(err: GRPCError, trailing: Any) -> str:
-    """The leader address an UNAVAILABLE answer points at: trailing metadata first, then the message."""
-    if trailing:
-        md = dict(trailing)
-        addr = md.get("leader-addr", "")
-        if isinstance(addr, bytes):
-            addr = addr.decode(errors="replace")
-        if addr:
-            return addr
-    _, addr = parse_leader_hint(err.message)
-    return addr
 
 
 def _unavailable(route: Route, total: float, attempts: list[tuple[str, str]]) -> Unavailable:

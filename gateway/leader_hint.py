@@ -8,6 +8,7 @@ library does not import trio-asyncio or the node: trio_asyncio's import replaces
 from __future__ import annotations
 
 import re
+from typing import Any
 
 LEADER_HINT = re.compile(r"leader=(\d+)@([\w.\-\[\]:]*)")
 
@@ -25,3 +26,16 @@ def parse_leader_hint(message: str | None) -> tuple[int, str]:
     if not m:
         return 0, ""
     return int(m.group(1)), m.group(2)
+
+
+def leader_hint_of(err: Any, trailing: Any) -> str:
+    """The leader address an UNAVAILABLE answer (a GRPCError) points at: its trailing metadata's `leader-addr`
+    first, then the hint in its message ("" if neither names one)."""
+    if trailing:
+        md = dict(trailing)
+        addr = md.get("leader-addr", "")
+        if isinstance(addr, bytes):
+            addr = addr.decode(errors="replace")
+        if addr:
+            return addr
+    return parse_leader_hint(err.message)[1]

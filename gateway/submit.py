@@ -45,6 +45,8 @@ class Submitter:
         self.auth = auth  # the node's peer authentication (None: no cluster secret); NodeService uses it too
         self._channels: dict[str, Channel] = {}
         self._outboxes: dict[str, _Outbox] = {}
+        self._here: list[tuple[bytes, float, asyncio.Future]] = []  # proposals of this turn of the loop
+        self._tasks: set[asyncio.Task] = set()
 
     def _channel(self, addr: str) -> Channel:
         ch = self._channels.get(addr)
@@ -79,8 +81,7 @@ class Submitter:
                 if not self.node.is_leader() and self.node.leader and self.node.leader != self.node.id:
                     # A follower that knows its leader forwards at once (no hop into the node to learn that).
                     raise NotLeaderError(self.node.leader, self.node.leader_address())
-                result, index = await trio_call(self.node.propose, command, remaining)
-                return result, index
+                return await self._propose_here(command, remaining)
             except NotLeaderError as e:
                 if e.leader_id and e.leader_id != self.node.id and e.leader_addr:
                     try:
@@ -98,6 +99,44 @@ class Submitter:
                 pass  # leadership moved under the proposal; retrying with the same request id is safe
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.3)
+
+    async def _propose_here(self, command: bytes, timeout: float) -> tuple[Result, int]:
+        """Propose `command` on this node (the leader), together with every other write proposed here in the
+        same turn of the event loop: one hop into Trio and one log append for the lot, each write with its own
+        outcome.  Raises what proposing it raised (NotLeaderError, ProposalLost, TimeoutError, ...)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not self._here:
+            loop.call_soon(self._propose_together)
+        self._here.append((command, timeout, fut))
+        return await fut
+
+    def _propose_together(self) -> None:
+        items, self._here = self._here, []
+        task = asyncio.ensure_future(self._propose_batch(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _propose_batch(self, items: list[tuple[bytes, float, asyncio.Future]]) -> None:
+        try:
+            outcomes = await trio_call(self.node.propose_each, [c for c, _, _ in items], max(t for _, t, _ in items))
+        except Exception as e:  # noqa: BLE001 - every caller of the batch learns it (and retries or gives up)
+            for _, _, f in items:
+                if not f.done():
+                    f.set_exception(e)
+            return
+        except BaseException:
+            for _, _, f in items:
+                f.cancel()
+            raise
+        for (_, _, f), outcome in zip(items, outcomes):
+            if f.done():
+                continue
+            if isinstance(outcome, BaseException):
+                f.set_exception(outcome)
+            else:
+                f.set_result(outcome)
 
     async def _forward(self, leader_id: int, addr: str, command: bytes, timeout: float) -> tuple[Result, int]:
         """Have the leader at `addr` apply `command`: queued with the other writes this node forwards there, and
@@ -150,6 +189,8 @@ class Submitter:
             box.items.clear()
 
     def close(self) -> None:
-        """Close channels to other nodes."""
+        """Close channels to other nodes, and stop proposals still on their way into the node."""
+        for task in list(self._tasks):
+            task.cancel()
         for addr in list(self._channels):
             self._drop_channel(addr)

@@ -53,9 +53,12 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(obj: Any) -> bytes:
     """Compact, key-sorted JSON: the same value always gives the same bytes."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,22 +504,115 @@ def _check_keys(where: str, keys: set[str], types: dict[str, Any]) -> None:
         raise CommandDecodeError(f"{where} has unknown field(s): {', '.join(extra)}")
 
 
-def _to_json(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
-    if isinstance(value, Record):
-        return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
-    return value
-
-
 def _check_command(cmd: CommandBase) -> None:
     if type(cmd) not in _COMMAND_CLASSES:
         raise CommandDecodeError(f"not a command: {type(cmd).__name__}")
+    try:
+        _FAST_CHECK[type(cmd)](cmd)
+        return
+    except _Slow:
+        pass  # the general path below words the error (or accepts what the fast path would not vouch for)
     for name, typ in _FIELD_TYPES[type(cmd)].items():
         _convert(f"{type(cmd).__name__}.{name}", getattr(cmd, name), typ, False)
 
 
 _COMMAND_CLASSES = frozenset(COMMAND_TYPES.values())
+
+
+# ------------------------------------------------------------------------------------- compiled fast paths
+#
+# Every replica decodes every entry, and the leader encodes every command, so the general `_convert` (which
+# builds a "where" string per field for its error messages) is too slow for the hot path.  Per class, the
+# functions below check and convert in one pass; they raise `_Slow` for anything they do not vouch for, and
+# then the general path decides and words the error -- the fast path is stricter, never more lenient, so both
+# paths accept and produce exactly the same commands (tests/test_store_commands.py compares them).
+
+
+class _Slow(Exception):
+    """A value the fast path does not vouch for: the general path decides."""
+
+
+def _fast(typ: Any, decoding: bool) -> Any:
+    """A function checking (and, when decoding, converting) one value of `typ`; raises _Slow on doubt."""
+    if typ is bool:
+        def check_bool(v: Any) -> Any:
+            if v is True or v is False:
+                return v
+            raise _Slow
+        return check_bool
+    if typ is int:
+        def check_int(v: Any) -> Any:
+            if type(v) is int and _INT_MIN <= v <= _INT_MAX:
+                return v
+            raise _Slow
+        return check_int
+    if typ is str:
+        def check_str(v: Any) -> Any:
+            if type(v) is str and "\x00" not in v:
+                return v
+            raise _Slow
+        return check_str
+    if typing.get_origin(typ) is tuple:
+        item = _fast(typing.get_args(typ)[0], decoding)
+        want = list if decoding else tuple
+
+        def check_tuple(v: Any) -> Any:
+            if type(v) is not want or len(v) > MAX_LIST_ITEMS:
+                raise _Slow
+            items = [item(x) for x in v]
+            return tuple(items) if decoding else v
+        return check_tuple
+    if isinstance(typ, type) and issubclass(typ, Record):
+        subs = [(name, _fast(t, decoding)) for name, t in _FIELD_TYPES[typ].items()]
+        names = frozenset(n for n, _ in subs)
+        if decoding:
+            def decode_record(v: Any) -> Any:
+                if type(v) is not dict or v.keys() != names:
+                    raise _Slow
+                return typ(**{n: f(v[n]) for n, f in subs})
+            return decode_record
+
+        def check_record(v: Any) -> Any:
+            if type(v) is not typ:
+                raise _Slow
+            for n, f in subs:
+                f(getattr(v, n))
+            return v
+        return check_record
+    raise TypeError(f"unsupported field type {typ!r}")  # pragma: no cover - a new command's bug
+
+
+def _json_form(typ: Any) -> Any:
+    """A function giving the JSON form of a (checked) value of `typ`, or None where that is the value itself."""
+    if typing.get_origin(typ) is tuple:
+        item = _json_form(typing.get_args(typ)[0])
+        return list if item is None else (lambda v: [item(x) for x in v])
+    if isinstance(typ, type) and issubclass(typ, Record):
+        subs = [(name, _json_form(t)) for name, t in _FIELD_TYPES[typ].items()]
+        return lambda v: {n: getattr(v, n) if f is None else f(getattr(v, n)) for n, f in subs}
+    return None
+
+
+def _fast_command(cls: type, decoding: bool) -> Any:
+    subs = [(name, _fast(t, decoding)) for name, t in _FIELD_TYPES[cls].items()]
+    if decoding:
+        names = frozenset(n for n, _ in subs)
+
+        def decode(obj: dict[str, Any]) -> Any:
+            if obj.keys() != names:
+                raise _Slow
+            return cls(**{n: f(obj[n]) for n, f in subs})
+        return decode
+
+    def check(cmd: Any) -> None:
+        for n, f in subs:
+            f(getattr(cmd, n))
+    return check
+
+
+_FAST_DECODE = {cls: _fast_command(cls, True) for cls in _COMMAND_CLASSES}
+_FAST_CHECK = {cls: _fast_command(cls, False) for cls in _COMMAND_CLASSES}
+_JSON_FIELDS = {cls: [(name, _json_form(t)) for name, t in _FIELD_TYPES[cls].items()] for cls in _COMMAND_CLASSES}
 
 
 def encode_command(cmd: CommandBase) -> bytes:
@@ -526,7 +622,7 @@ def encode_command(cmd: CommandBase) -> bytes:
     proposer rather than stored in the log.
     """
     _check_command(cmd)
-    obj: dict[str, Any] = {f.name: _to_json(getattr(cmd, f.name)) for f in fields(cmd)}
+    obj: dict[str, Any] = {n: getattr(cmd, n) if f is None else f(getattr(cmd, n)) for n, f in _JSON_FIELDS[type(cmd)]}
     obj["t"] = cmd.TYPE
     return _dumps(obj)
 
@@ -545,6 +641,15 @@ def decode_command(data: bytes) -> Command:
     cls = COMMAND_TYPES.get(tag)
     if cls is None:
         raise CommandDecodeError(f"unknown command type {tag!r}")
+    try:
+        return _FAST_DECODE[cls](obj)  # type: ignore[no-any-return]
+    except _Slow:
+        pass
+    return _decode_general(cls, obj)
+
+
+def _decode_general(cls: type, obj: dict[str, Any]) -> Command:
+    """The decoding of `obj` (a command's JSON without its tag) as `cls` by the general, commented rules."""
     types = _FIELD_TYPES[cls]
     _check_keys(cls.__name__, set(obj), types)
     values = {name: _convert(f"{cls.__name__}.{name}", obj[name], typ, True) for name, typ in types.items()}

@@ -11,7 +11,12 @@ per node:
   replying (a leader killed after commit);
 * `hang = True`: the node accepts calls and never answers (a SIGSTOPped process);
 * `fail = (Status, message)`: domain errors;
-* `stop()`: the node's server goes away (connection refused from then on).
+* `stop()`: the node's server goes away (connection refused from then on);
+* `delays = {"MyBookings": 1.0}`: calls of that method take that long;
+* `batch = False`: the node answers Batch UNIMPLEMENTED, like a server older than it.
+
+Batch runs each call through the same handlers with gateway.batch_calls, as a real node does; a call that
+drops the connection drops the whole Batch's connection.
 
     async with FakeCluster(3, leader=2) as fc:
         async with RailraftClient(fc.addresses) as rr: ...
@@ -32,7 +37,8 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from actors.node import NotLeaderError
-from gateway.rpc import LeaderHintMixin
+from gateway.batch_calls import batch_handlers, run_batch
+from gateway.rpc import LeaderHintMixin, current_stream
 from proto.gen.railraft.node.v1 import (
     AddNodeRequest,
     AdminResponse,
@@ -48,6 +54,7 @@ from proto.gen.railraft.v1 import (
     Ack,
     AddStationRequest,
     AddTrainRequest,
+    BatchRequest,
     BookingBase,
     BookingInfo,
     BookingList,
@@ -201,6 +208,8 @@ class FakeBooking(_FaultMixin, LeaderHintMixin, BookingBase):
                              getattr(req, "consistency", None), req))
         if node.hang:
             await asyncio.sleep(3600)
+        if method in node.delays:
+            await asyncio.sleep(node.delays[method])
         if node.unavailable:
             raise NotLeaderError(0, "", "this node is cut off")
         if write and fc.leader != node.id:
@@ -222,6 +231,25 @@ class FakeBooking(_FaultMixin, LeaderHintMixin, BookingBase):
         result = self.fc.apply(method, req.request_id, fn)
         self._after_apply()
         return result
+
+    # ---- batching
+    async def batch(self, req: BatchRequest) -> Any:
+        self.fc.calls.append(Call(self.node.id, "Batch", request=req))
+        if not self.node.batch:
+            raise GRPCError(Status.UNIMPLEMENTED, "Method not implemented")
+
+        def guarded(h: Handler) -> Handler:
+            async def func(stream: Any) -> None:
+                try:
+                    await h.func(stream)
+                except _Drop:
+                    stream._outer._stream._transport.abort()  # the Batch's connection, as a killed node's
+                    await asyncio.Event().wait()  # cancelled with the Batch when grpclib sees the loss
+            return Handler(func, h.cardinality, h.request_type, h.reply_type)
+
+        handlers = {name: guarded(h) for name, h in batch_handlers(LeaderHintMixin.__mapping__(self)).items()}
+        async for reply in run_batch(handlers, req, current_stream()):
+            yield reply
 
     # ---- accounts
     async def register(self, req: RegisterRequest) -> Session:
@@ -433,6 +461,8 @@ class FakeNode:
         self.fail: tuple[Status, str] | None = None
         self.drop_after_apply = 0
         self.on_drop: Any = None
+        self.delays: dict[str, float] = {}
+        self.batch = True
         self.server: _Server | None = None
 
     @property

@@ -176,11 +176,12 @@ def test_short_bench_run_prints_one_consistent_json_object_and_cleans_up(tmp_pat
     assert all(port_is_free(int(a.rpartition(":")[2])) for a in r["config"]["addresses"])
     assert r["data_dir"] is None
     assert not list(tmp_path.glob("railraft-bench-*"))
-    # Four clients spread their bookings over the nodes by default (--writes auto).
-    assert r["config"]["writes"] == "spread"
+    # By default the client library batches, and then the clients send their bookings to the leader.
+    assert r["config"]["writes"] == "leader" and r["config"]["batch"] is True
 
 
-@pytest.mark.parametrize(("writes", "clients", "spread"), [
-    ("auto", 64, True), ("auto", 1, False), ("spread", 1, True), ("leader", 64, False)])
-def test_where_the_clients_send_their_bookings(writes: str, clients: int, spread: bool) -> None:
-    assert spread_for(writes, clients) is spread
+@pytest.mark.parametrize(("writes", "clients", "batch", "spread"), [
+    ("auto", 64, True, False), ("auto", 64, False, True), ("auto", 1, False, False), ("spread", 1, True, True),
+    ("leader", 64, False, False)])
+def test_where_the_clients_send_their_bookings(writes: str, clients: int, batch: bool, spread: bool) -> None:
+    assert spread_for(writes, clients, batch) is spread

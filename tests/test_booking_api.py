@@ -15,11 +15,15 @@ import asyncio
 import time
 
 import pytest
+from grpclib import GRPCError
 from grpclib.const import Status
 
 from proto.gen.railraft.v1 import (
     AddStationRequest,
     AddTrainRequest,
+    BatchCall,
+    BatchRequest,
+    BookingInfo,
     BookingState,
     CancelRequest,
     CancelRunRequest,
@@ -41,6 +45,7 @@ from proto.gen.railraft.v1 import (
     RunReportRequest,
     ScheduleRunsRequest,
     SearchRequest,
+    SearchResponse,
     SeatClass,
     SeatMapRequest,
     StopInput,
@@ -206,6 +211,66 @@ def test_bad_input_is_refused_before_it_reaches_the_log(cluster, catalogue):
             await expect_error(Status.INVALID_ARGUMENT, api.t("search_train_services", OldSearchRequest(source_city_id=1, destination_city_id=99999, date=day(10))), "unknown city")
             after = (await off_loop(cluster.status, leader))["last_log_index"]
             assert after == before, f"bad input reached the log: last index {before} -> {after}"
+
+    run(main())
+
+
+def test_a_batch_answers_each_call_as_it_would_be_answered_alone(cluster, catalogue):
+    """Booking/Batch sent to a follower: good holds (forwarded to the leader), bad input of several kinds, a
+    read, a call of no such method and a Batch inside the Batch, in one round trip.  Every result has the
+    status and the message the same call gets alone, and the good holds are booked once each."""
+    admin = catalogue
+
+    async def main():
+        async with Api(cluster.addrs()) as api:
+            run_id = await add_train(api, admin, 11150, [CoachInput(label="A1", seat_class=SeatClass.AC2, seats=6)])
+            cust = await customer(api, "batcher")
+            leader = await off_loop(cluster.wait_leader)
+            follower = cluster.address(next(n for n in cluster.live() if n != leader))
+            bad = [
+                ("Hold", "hold", hold_req(cust, run_id, names=())),
+                ("Hold", "hold", hold_req(cust, run_id, a="QQQ")),
+                ("Hold", "hold", hold_req("forged-token", run_id)),
+                ("Hold", "hold", hold_req(cust, 987654)),
+                ("Pay", "pay", pay_req(cust, "hello")),
+                ("MyBookings", "my_bookings", MyBookingsRequest(token="garbage")),
+                ("Search", "search", SearchRequest(from_station="TSA", to_station="ZZZZ", date=day(10))),
+            ]
+            alone = []
+            for _, snake, req in bad:
+                try:
+                    await api.b(snake, req, via=follower)
+                    raise AssertionError(f"{snake} should fail")
+                except GRPCError as e:
+                    alone.append((e.status.value, e.message))
+            good = [hold_req(cust, run_id, names=(f"Pax {i}",)) for i in range(3)]
+            calls = [BatchCall(method="Hold", request=bytes(r)) for r in good]
+            calls += [BatchCall(method=m, request=bytes(r)) for m, _, r in bad]
+            calls += [BatchCall(method="Search", request=bytes(SearchRequest(from_station="TSA", to_station="TSC",
+                                                                              date=day(10)))),
+                      BatchCall(method="Hold", request=b"\xff\xff\xff"),
+                      BatchCall(method="NoSuchMethod"), BatchCall(method="Batch")]
+            results = {}
+            async for reply in api.booking(follower).batch(BatchRequest(calls=calls), timeout=20):
+                for r in reply.results:
+                    assert r.index not in results
+                    results[r.index] = r
+            assert sorted(results) == list(range(len(calls)))
+            held = [BookingInfo.FromString(results[i].reply) for i in range(3)]
+            assert [results[i].status for i in range(3)] == [0, 0, 0]
+            assert [b.passengers[0].name for b in held] == ["Pax 0", "Pax 1", "Pax 2"]
+            assert len({b.pnr for b in held}) == 3 and all(b.state == BookingState.HELD for b in held)
+            assert [(results[3 + i].status, results[3 + i].message) for i in range(len(bad))] == alone
+            search = SearchResponse.FromString(results[3 + len(bad)].reply)
+            assert results[3 + len(bad)].status == 0 and run_id in [r.run_id for r in search.results]
+            tail = [results[i] for i in range(len(calls) - 3, len(calls))]
+            assert tail[0].status == Status.INVALID_ARGUMENT.value and "malformed" in tail[0].message
+            assert tail[1].status == tail[2].status == Status.UNIMPLEMENTED.value
+            # The customer has the three holds and no more; a retry of one is answered with the first result.
+            mine = await api.b("my_bookings", MyBookingsRequest(token=cust), via=leader - 1)
+            assert sorted(b.pnr for b in mine.bookings) == sorted(b.pnr for b in held)
+            again = await api.b("hold", good[1], via=follower)
+            assert again.pnr == held[1].pnr
 
     run(main())
 

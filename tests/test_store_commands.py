@@ -107,3 +107,105 @@ def test_result_round_trip_and_validation() -> None:
     for bad in (b"{}", b"nope", b'{"ok":1,"code":"OK","message":"","data":{}}'):
         with pytest.raises(ValueError):
             decode_result(bad)
+
+
+# ---------------------------------------------------------------- the compiled fast path equals the general one
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from store import commands as C  # noqa: E402
+
+RICH = [
+    *SAMPLES,
+    C.HoldSeats(**BASE, token_sha256="ab" * 32, pnr="ABCDEFGHJK", run_id=7, travel_class="AC3", from_code="NDLS",
+                to_code="BCT", passengers=(C.PassengerSpec(name="Asha", age=34, berth_pref="LOWER", seat="B1-12"),
+                                           C.PassengerSpec(name="Ravi", age=36)),
+                accept_waitlist=True, hold_seconds=600),
+    C.AddTrain(**BASE, token_sha256="ab" * 32, number=12951, name="Rajdhani", train_type="RAJDHANI",
+               depart_time="16:55", stops=(C.StopSpec(station_code="NDLS", arrive_min=0, depart_min=0, km=0),
+                      C.StopSpec(station_code="BCT", arrive_min=950, depart_min=950, km=1384)),
+               coaches=(C.CoachSpec(label="B1", travel_class="AC3", seats=72, berths=("LOWER", "MIDDLE", "UPPER")),)),
+    C.CancelBooking(**BASE, token_sha256="ab" * 32, pnr="ABCDEFGHJK", passenger_nos=(1, 2)),
+    C.SettleRefunds(**BASE, settlements=(C.RefundSettlement(refund_id=3, provider_ref="ref-3"),)),
+]
+
+_EDGES = st.sampled_from([None, True, False, 0, 1, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1.0, 1.5, "",
+                          "a\x00b", "\x00", "LOWER", "AC3", [], {}])
+_JSONISH = st.recursive(
+    st.one_of(_EDGES, st.integers(min_value=-(2**64), max_value=2**64), st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+def _paths(value: object, path: tuple = ()) -> list[tuple]:
+    """Every place inside a command's JSON: keys of objects (also nested), indexes of lists."""
+    out = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, path + (i,))
+    return out
+
+
+def _outcome(fn: object, *args: object) -> object:
+    try:
+        return ("ok", fn(*args))  # type: ignore[operator]
+    except C.CommandDecodeError as e:
+        return ("error", str(e))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(which=st.integers(0, len(RICH) - 1), data=st.data())
+def test_the_fast_decoder_decides_exactly_as_the_general_rules(which: int, data: st.DataObject) -> None:
+    obj = json.loads(encode_command(RICH[which]))
+    tag = obj.pop("t")
+    path = data.draw(st.sampled_from(_paths(obj)[1:]))
+    how = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    parent = obj
+    for key in path[:-1]:
+        parent = parent[key]
+    if how == "replace":
+        parent[path[-1]] = data.draw(st.one_of(_EDGES, _JSONISH))
+    elif how == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.text(min_size=1, max_size=4))] = data.draw(_JSONISH)
+    else:
+        parent.append(data.draw(_JSONISH))
+    cls = C.COMMAND_TYPES[tag]
+    raw = json.dumps({**obj, "t": tag}).encode()
+    untagged = {k: v for k, v in json.loads(raw).items() if k != "t"}
+    assert _outcome(decode_command, raw) == _outcome(C._decode_general, cls, untagged)
+
+
+def _general_json(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_general_json(v) for v in value]
+    if isinstance(value, C.Record):
+        return {f: _general_json(getattr(value, f)) for f in C._FIELD_TYPES[type(value)]}
+    return value
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(which=st.integers(0, len(RICH) - 1), data=st.data())
+def test_the_fast_encoder_checks_and_writes_exactly_as_the_general_rules(which: int, data: st.DataObject) -> None:
+    import dataclasses
+
+    cmd = RICH[which]
+    name = data.draw(st.sampled_from(sorted(C._FIELD_TYPES[type(cmd)])))
+    value = data.draw(st.one_of(_JSONISH, st.tuples(_JSONISH), st.just(getattr(cmd, name)),
+                                st.just(tuple(getattr(cmd, name)) if isinstance(getattr(cmd, name), tuple) else 0)))
+    bad = dataclasses.replace(cmd, **{name: value})
+
+    def general(c: object) -> bytes:
+        for n, t in C._FIELD_TYPES[type(c)].items():
+            C._convert(f"{type(c).__name__}.{n}", getattr(c, n), t, False)
+        obj = {n: _general_json(getattr(c, n)) for n in C._FIELD_TYPES[type(c)]}
+        obj["t"] = c.TYPE  # type: ignore[attr-defined]
+        return C._dumps(obj)
+
+    assert _outcome(encode_command, bad) == _outcome(general, bad)

@@ -117,3 +117,64 @@ def test_a_proposal_lost_to_a_leader_change_answers_unavailable_so_the_follower_
             raise AssertionError("no error")
 
     asyncio.run(main())
+
+
+class LeaderNode:
+    """What Submitter needs of the leader itself: `propose_each` records each batch and "applies" every
+    command as the text of its bytes; a command in `lose` is lost once (its entry replaced), as after a
+    leader change."""
+
+    id = 1
+    leader = 1
+
+    def __init__(self, lose: set[bytes] = frozenset()) -> None:  # type: ignore[assignment]
+        self.batches: list[list[bytes]] = []
+        self.lose = set(lose)
+        self.index = 0
+
+    def is_leader(self) -> bool:
+        return True
+
+    async def propose_each(self, datas: list[bytes], timeout: float | None = None) -> list:
+        import trio
+
+        from actors.node import ProposalLost
+
+        self.batches.append(list(datas))
+        await trio.sleep(0.01)  # the log append and the round to the followers
+        out: list = []
+        for d in datas:
+            self.index += 1
+            if d in self.lose:
+                self.lose.discard(d)
+                out.append(ProposalLost(f"entry {self.index} was replaced after a leader change"))
+            else:
+                out.append((Result(True, "OK", data={"echo": d.decode()}), self.index))
+        return out
+
+
+def test_writes_proposed_together_on_the_leader_share_one_log_append() -> None:
+    """Writes that a leader's handlers propose in the same turn of the event loop go into the node together
+    (one hop into Trio, one log append); each gets its own result, and one whose entry was lost is retried
+    alone without failing the others."""
+    import trio
+    import trio_asyncio
+
+    node = LeaderNode(lose={b"cmd3"})
+
+    async def writes() -> list:
+        sub = Submitter(node)  # type: ignore[arg-type]
+        try:
+            return await asyncio.gather(*(sub.submit_at(f"cmd{i}".encode(), timeout=5) for i in range(10)))
+        finally:
+            sub.close()
+
+    async def main() -> list:
+        async with trio_asyncio.open_loop():
+            return await trio_asyncio.aio_as_trio(writes)()
+
+    outs = trio.run(main)
+    assert [r.data["echo"] for r, _ in outs] == [f"cmd{i}" for i in range(10)]
+    assert node.batches[0] == [f"cmd{i}".encode() for i in range(10)]  # all ten in one append
+    assert node.batches[1:] == [[b"cmd3"]]  # the lost one again, alone
+    assert outs[3][1] == 11 and [i for _, i in outs[:3]] == [1, 2, 3]

@@ -6,6 +6,7 @@
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
+    AsyncIterator,
     Dict,
     List,
     Optional,
@@ -502,6 +503,38 @@ class RunReportResponse(betterproto.Message):
     refunds_paise: int = betterproto.int64_field(6)
 
 
+@dataclass(eq=False, repr=False)
+class BatchRequest(betterproto.Message):
+    """
+    Each call runs exactly as if it had been made alone (its own token, request id, checks and errors), all of
+     them at once; a call's result comes back as soon as it is known, tagged with the call's position.  A Batch
+     inside a Batch is refused.
+    """
+
+    calls: List["BatchCall"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class BatchCall(betterproto.Message):
+    method: str = betterproto.string_field(1)
+    request: bytes = betterproto.bytes_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class BatchReply(betterproto.Message):
+    results: List["BatchResult"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class BatchResult(betterproto.Message):
+    index: int = betterproto.uint32_field(1)
+    status: int = betterproto.uint32_field(2)
+    message: str = betterproto.string_field(3)
+    reply: bytes = betterproto.bytes_field(4)
+    leader_id: str = betterproto.string_field(5)
+    leader_addr: str = betterproto.string_field(6)
+
+
 class BookingStub(betterproto.ServiceStub):
     async def register(
         self,
@@ -860,6 +893,24 @@ class BookingStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def batch(
+        self,
+        batch_request: "BatchRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> AsyncIterator[BatchReply]:
+        async for response in self._unary_stream(
+            "/railraft.v1.Booking/Batch",
+            batch_request,
+            BatchReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class BookingBase(ServiceBase):
 
@@ -941,6 +992,10 @@ class BookingBase(ServiceBase):
         self, run_report_request: "RunReportRequest"
     ) -> "RunReportResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def batch(self, batch_request: "BatchRequest") -> AsyncIterator[BatchReply]:
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield BatchReply()
 
     async def __rpc_register(
         self, stream: "grpclib.server.Stream[RegisterRequest, Session]"
@@ -1089,6 +1144,16 @@ class BookingBase(ServiceBase):
         response = await self.run_report(request)
         await stream.send_message(response)
 
+    async def __rpc_batch(
+        self, stream: "grpclib.server.Stream[BatchRequest, BatchReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        await self._call_rpc_handler_server_stream(
+            self.batch,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/railraft.v1.Booking/Register": grpclib.const.Handler(
@@ -1216,5 +1281,11 @@ class BookingBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 RunReportRequest,
                 RunReportResponse,
+            ),
+            "/railraft.v1.Booking/Batch": grpclib.const.Handler(
+                self.__rpc_batch,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                BatchRequest,
+                BatchReply,
             ),
         }
