@@ -6,10 +6,12 @@ node and sends what is queued in one Batch: every call still runs on the node ex
 (gateway/batch_calls.py) and gets back its own reply or its own error -- with the leader hint a single call
 would carry -- so retries, failover and exactly-once work per call as before.
 
-Nothing waits to be batched: a call goes out on the next turn of the event loop, alone if it is alone (then
-as a plain unary call, which any server understands), together with whatever was queued with it otherwise.
-Only while `max_inflight` batches to a node are already on their way do new calls wait, and they leave
-together when one comes back.  A server without Batch (UNIMPLEMENTED) gets unary calls from then on.
+A call to an idle node goes out on the next turn of the event loop, alone if it is alone (then as a plain
+unary call, which any server understands), together with whatever was queued with it otherwise.  While a send
+to a node is on its way (`max_inflight`), new calls to it wait and gather; they leave together as soon as
+the first reply of that send arrives -- the node is keeping up -- or after `release_after` seconds, so a slow
+call never holds the others up for long.  Under load this is what makes batches: the busier the node, the
+more calls each round trip carries.  A server without Batch (UNIMPLEMENTED) gets unary calls from then on.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from .leader_hint import leader_hint_of, parse_leader_hint
 
 BATCH_PATH = "/railraft.v1.Booking/Batch"
 BATCH_CALLS_MAX = 256  # calls per Batch (the server takes up to 512)
-MAX_INFLIGHT = 2  # batches on their way to one node before new calls wait for one to come back
+MAX_INFLIGHT = 1  # sends on their way to one node before new calls wait (and so gather into the next batch)
+# A send gives its place back when its first reply arrives, or after this long: a slow call (a read waiting
+# out an election) holds up the calls made after it by at most this much.
+RELEASE_AFTER_S = 0.2
 
 # Sends one unary call: (address, path, request, reply type, timeout) -> reply; raises what the call raised
 # (GRPCError with `.leader_hint`).
@@ -58,12 +63,13 @@ class _NodeQueue:
 class CallBatcher:
     """Per node address, the calls waiting to go and the batches on their way (see the module docstring)."""
 
-    def __init__(self, unary: Unary, channel: Callable[[str], Channel], *, max_inflight: int = MAX_INFLIGHT, max_calls: int = BATCH_CALLS_MAX
-                 ) -> None:
+    def __init__(self, unary: Unary, channel: Callable[[str], Channel], *, max_inflight: int = MAX_INFLIGHT,
+                 max_calls: int = BATCH_CALLS_MAX, release_after: float = RELEASE_AFTER_S) -> None:
         self._unary = unary
         self._channel = channel
         self.max_inflight = max(1, max_inflight)
         self.max_calls = max(1, max_calls)
+        self.release_after = release_after
         self._queues: dict[str, _NodeQueue] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -119,6 +125,7 @@ class CallBatcher:
                 if self._queues.get(addr) is q:
                     self._schedule(asyncio.get_running_loop(), addr, q)
 
+        timer = asyncio.get_running_loop().call_later(self.release_after, release)
         try:
             if len(items) == 1 or q.unary_only:
                 await asyncio.gather(*(self._send_one(addr, p) for p in items))
@@ -128,6 +135,7 @@ class CallBatcher:
             _fail(items, StreamTerminatedError("the client was closed"))
             raise
         finally:
+            timer.cancel()
             release()
 
     async def _send_one(self, addr: str, p: _Pending) -> None:

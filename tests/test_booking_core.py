@@ -218,3 +218,37 @@ def test_a_booking_client_skips_the_precheck_read_but_the_apply_still_checks_the
         assert e.value.status == Status.UNAUTHENTICATED
 
     run_aio(scenario)
+
+
+class CountingNode(FakeNode):
+    """A node whose read barrier takes a while and counts its rounds; the index is the round's number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[bool] = []
+
+    async def read_barrier(self, lease: bool = False, timeout: float | None = None) -> int:
+        self.rounds.append(lease)
+        n = len(self.rounds)
+        await trio.sleep(0.05)
+        return n
+
+
+def test_linearizable_reads_made_together_share_one_barrier_and_later_ones_wait_for_the_next():
+    """Reads of one turn of the event loop share one call into the node; a read that starts while that call
+    is in flight is not answered by it (it started before the read) but by the next."""
+    node = CountingNode()
+    core = BookingCore(node, FakeSubmitter(node))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(core.barrier()) for _ in range(5)]
+        stale = asyncio.ensure_future(core.barrier(2))  # STALE: no barrier at all
+        await asyncio.sleep(0.01)  # the round is in flight now
+        late = asyncio.ensure_future(core.barrier())
+        lease = asyncio.ensure_future(core.barrier(1))
+        await asyncio.gather(*first, stale, late, lease)
+        # One round for the five; the late read and the lease read asked while it ran: rounds of their own.
+        assert sorted(node.rounds) == [False, False, True]
+        assert node.rounds[0] is False
+
+    run_aio(main)

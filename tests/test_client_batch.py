@@ -217,3 +217,26 @@ def test_an_empty_or_single_batch_sent_by_hand(calls: int) -> None:
                 ch.close()
 
     run(main())
+
+
+def test_a_slow_call_alone_holds_up_the_next_calls_only_briefly() -> None:
+    """A call on its own way (a read waiting out an election, say) makes the calls after it wait to gather
+    into one batch -- but not for longer than the batcher's release delay."""
+
+    async def main() -> None:
+        async with FakeCluster(1, leader=1) as fc, RailraftClient(fc.addresses) as rr:
+            fc.users["asha"] = ("pw-asha-123", "CUSTOMER")
+            await rr.login("asha", "pw-asha-123")
+            fc.nodes[1].delays["MyBookings"] = 2.0
+            slow = asyncio.ensure_future(rr.my_bookings())
+            await asyncio.sleep(0.05)  # the slow call is on its way, alone
+            t0 = time.monotonic()
+            quick = await asyncio.gather(*(rr.pnr_status("ABCDEFGHJK", "P") for _ in range(3)))
+            waited = time.monotonic() - t0
+            assert [b.pnr for b in quick] == ["ABCDEFGHJK"] * 3
+            assert waited < 1.0, waited
+            assert not slow.done()
+            await slow
+            assert _batched(fc) == [3]  # the three waited together and went as one batch
+
+    run(main())
