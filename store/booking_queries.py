@@ -380,16 +380,21 @@ def _view(conn: sqlite3.Connection, row: tuple) -> BookingView:
     last = conn.execute("SELECT MAX(seq) FROM train_stops WHERE train_id = ?", (train_id,)).fetchone()[0]
     arrive_min = override if override is not None and t == last else stops[1][3]
     arrive_ms = depart_ms + arrive_min * civil.MINUTE_MS
-    coach_by_no = {c.coach_no: c for c in run_coaches(conn, run_id)}
     pax = []
-    for no, p_name, age, pref, p_status, fare, coach_no, seat_no in conn.execute(
-        "SELECT pax_no, name, age, berth_pref, status, fare_paise, coach_no, seat_no FROM passengers"
-        " WHERE booking_id = ? ORDER BY pax_no",
-        (b_id,),
+    # Each passenger with the label and berth layout of its own coach (not every coach of the run: this is
+    # on the path of every Hold's reply).
+    for no, p_name, age, pref, p_status, fare, seat_no, label, berths in conn.execute(
+        "SELECT p.pax_no, p.name, p.age, p.berth_pref, p.status, p.fare_paise, p.seat_no, rc.label, rc.berths"
+        " FROM passengers AS p LEFT JOIN run_coaches AS rc ON rc.run_id = ? AND rc.coach_no = p.coach_no"
+        " WHERE p.booking_id = ? ORDER BY p.pax_no",
+        (run_id, b_id),
     ):
-        coach = coach_by_no.get(coach_no) if seat_no is not None else None
-        seat = rules.seat_ref(coach.label, seat_no) if coach else ""
-        pax.append(PassengerView(no, p_name, age, pref, p_status, seat, coach.berth(seat_no) if coach else "", fare))
+        if seat_no is not None and label is not None:
+            layout = berths.split(",")
+            seat, berth = rules.seat_ref(label, seat_no), layout[(seat_no - 1) % len(layout)]
+        else:
+            seat = berth = ""
+        pax.append(PassengerView(no, p_name, age, pref, p_status, seat, berth, fare))
     position = 0
     if status == "WAITLISTED":
         position = conn.execute(
