@@ -6,6 +6,8 @@
     election_ticks = 10          # election timeout: 10..20 ticks
     heartbeat_ticks = 1
     snapshot_entries = 10000     # take a snapshot (and compact the log) every this many applied entries
+                                 # (of a database over 64 MB: also not before the log since the last
+                                 # snapshot is 1/8 of the database's size, see actors.node._snapshot_due)
     secret_file = "cluster.secret"  # optional: the cluster secret (64 hex digits, relative to this file);
                                  # without it RAILRAFT_CLUSTER_SECRET is used, and without both the peer
                                  # traffic is not authenticated (gateway/peer_auth.py)

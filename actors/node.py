@@ -83,6 +83,10 @@ INBOX_SIZE = 4096
 PEER_QUEUE = 8192
 BATCH_MAX = 512
 DISK_RETRY_S = 0.5  # how often a write the disk refused (full, failing) is tried again
+# Snapshots of a database this big or bigger wait until the log since the last one is 1/SNAPSHOT_COPY_RATIO
+# of its size (Node._snapshot_due); smaller ones take a moment to copy and follow snapshot_entries alone.
+SNAPSHOT_SMALL_BYTES = 64 * 1024 * 1024
+SNAPSHOT_COPY_RATIO = 8
 # A log save (write + fsync) of a Ready runs on the Trio thread while the disk takes it quickly -- a moving
 # average under INLINE_SAVE_S: a thread hop costs more CPU here than the fsync itself, and a node under load
 # is CPU-bound.  When the average gets slower, the next SLOW_SAVE_BACKOFF saves go to a worker thread (then it
@@ -228,6 +232,7 @@ class Node:
         self.applied_index = 0
         self.snapshot_index = 0
         self.snapshot_path: Path | None = None
+        self._snapshot_size: tuple[Path | None, int] = (None, 0)  # the current snapshot file and its size
         self.core: RaftCore
         self.role = Role.FOLLOWER
         self.leader = NONE
@@ -957,11 +962,25 @@ class Node:
         for rs in job.read_states:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
-        if (self.applied_index - self.snapshot_index >= self.s.snapshot_entries and not self._snapshotting
-                and self._background is not None):
+        if not self._snapshotting and self._background is not None and self._snapshot_due():
             # In the background: copying a big database takes seconds, and applies go on meanwhile.
             self._snapshotting = True
             self._background.start_soon(self._snapshot_in_background)
+
+    def _snapshot_due(self) -> bool:
+        """`snapshot_entries` entries applied since the last snapshot -- and, once the database is big, a log
+        since then of at least 1/SNAPSHOT_COPY_RATIO of it: a snapshot copies the whole database, so at a
+        million bookings (1.2 GB) one every 10,000 entries would copy 300 bytes of database for each byte of
+        log it compacts, and take a core away from the bookings every few seconds."""
+        if self.applied_index - self.snapshot_index < self.s.snapshot_entries:
+            return False
+        path = self.snapshot_path
+        if path is None:
+            return True
+        if self._snapshot_size[0] != path:
+            self._snapshot_size = (path, _file_size(path))
+        size = self._snapshot_size[1]
+        return size < SNAPSHOT_SMALL_BYTES or self.log_bytes * SNAPSHOT_COPY_RATIO >= size
 
     async def _snapshot_in_background(self) -> None:
         """Take one snapshot; a failure is logged and the next applied batch tries again."""

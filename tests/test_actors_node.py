@@ -316,3 +316,43 @@ async def test_log_saves_leave_the_event_loop_only_when_the_disk_is_slow(tmp: Pa
         await c.settle(timeout=20)
         assert all((n._threaded_saves_left > 0) is off_loop for n in c.nodes.values())
         nursery.cancel_scope.cancel()
+
+
+class SizedMemoryStorage(DurableMemoryStorage):
+    """DurableMemoryStorage that reports the bytes its entries would take on disk, as FileStorage does."""
+
+    def log_bytes(self) -> int:
+        return sum(len(e.data) + 20 for e in self._entries)
+
+
+async def test_a_big_database_is_snapshotted_once_the_log_has_grown_in_proportion(
+        autojump_clock: trio.abc.Clock, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot copies the whole database: past SNAPSHOT_SMALL_BYTES, snapshot_entries entries are not
+    enough, the log since the last snapshot must also be 1/SNAPSHOT_COPY_RATIO of the database's size."""
+    import actors.node as node_module
+
+    monkeypatch.setattr(node_module, "SNAPSHOT_SMALL_BYTES", 1)  # every database counts as big here
+    monkeypatch.setattr(node_module, "SNAPSHOT_COPY_RATIO", 10)
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp, snapshot_entries=8)
+        c.storage = {i: SizedMemoryStorage() for i in c.ids}
+        for i in c.ids:
+            await c.start(i)
+        ld = await c.leader()
+        k = 0
+        while ld.snapshot_index == 0:  # the first snapshot: there is none to compare with yet
+            assert (await ld.propose(register(k), timeout=5))[0].ok
+            k += 1
+        first, size = ld.snapshot_index, ld.snapshot_path.stat().st_size
+        entry_bytes = len(register(0)) + 20
+        assert size / 10 > 4 * 8 * entry_bytes  # so the rule asks for far more than snapshot_entries here
+        assert k <= 12
+        while ld.snapshot_index == first:
+            assert (await ld.propose(register(k), timeout=5))[0].ok
+            k += 1
+            await trio.sleep(0.01)  # time for a snapshot in the background
+            assert k < 5000, "no second snapshot"
+        # Not before the log since the first snapshot had grown to size/10.
+        assert (k - first + 4) * entry_bytes >= size / 10, (first, k, size)
+        assert ld.log_bytes < size / 10  # and that log was compacted by it
+        nursery.cancel_scope.cancel()
