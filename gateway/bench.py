@@ -22,15 +22,16 @@ What one run does
    (20 x 72) with 10-stop routes, each run daily for `--days` days (30) from tomorrow -- ScheduleRuns
    schedules a train's whole date range in one command, so loading takes a few seconds.  Then a handful of
    customers are registered (their sessions are shared by the clients).
-3. **Bookings**: `--clients` closed-loop clients (64) spread over `--workers` load-generator processes (2;
-   spawned once per run, each with its own asyncio loop and RailraftClient, so the generator is not one
-   saturated Python thread; they send raw latencies back and report their own CPU time), for
+3. **Bookings**: `--clients` closed-loop clients (64) in `--workers` load-generator processes (1; spawned
+   once per run, each with its own asyncio loop and one RailraftClient its clients share -- as a web app's
+   users share its client --, so the calls they make together travel in one Batch; they send raw latencies
+   back and report their own CPU time; one process carries 64 clients at well under a core), for
    `--duration` seconds (20) after a short warm-up.  Each does the real booking call: a one-passenger hold on
    a random run, class and segment.  It counts when the hold is committed, whether it got seats or a clear
    "sold out"; `--pay` pays every successful hold (`paid_bookings_per_s`, pay latency separately).
-   `--writes` (auto): with more than one client the bookings go to every node in turn and the followers
-   forward them to the leader, as clients spread over a cluster's nodes would; one client alone (and the
-   `--single` phase) sends them to the leader.  `--writes leader` / `--writes spread` force either.
+   `--writes` (auto): the bookings go to the leader; with `--no-batch` (every call its own round trip) and
+   more than one client they go to every node in turn and the followers forward them to the leader, which
+   then shares the cost of serving the calls.  `--writes leader` / `--writes spread` force either.
 4. **Reads** (unless `--no-reads`): the same number of clients doing a mix of search (40 %), seat map (30 %)
    and PNR status (30 %) -- first linearizable for half of `--read-duration` (default `--duration`), then
    stale for the other half; with the nodes' CPU per read.
@@ -710,8 +711,10 @@ class PhaseResult:
         return [i for i, e in enumerate(self.ends) if 0.0 <= e <= self.duration]
 
 
-def _default_workers(clients: int) -> int:
-    return 1 if clients <= 4 else 2
+def _default_workers(clients: int, batch: bool = True) -> int:
+    """One process when the client library batches (the more clients share a client, the bigger its
+    batches, and a batch costs the cluster less per booking than a smaller one); two without batching."""
+    return 1 if batch or clients <= 4 else 2
 
 
 class Sampler:
@@ -1470,7 +1473,7 @@ async def _run(cfg: BenchConfig, say: Callable[[str], None]) -> tuple[dict[str, 
     local: LocalCluster | None = None
     tmp: str | None = None
     keep_dir = cfg.keep
-    workers = cfg.workers or _default_workers(cfg.clients)
+    workers = cfg.workers or _default_workers(cfg.clients, cfg.batch)
     admin_password = cfg.admin_password or os.environ.get("RAILRAFT_ADMIN_PASSWORD") or ""
     start_date = start_date_ist()
     loadavg0 = os.getloadavg()
@@ -1881,7 +1884,7 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, metavar="C",
                    help=f"concurrent closed-loop clients (default {DEFAULT_CLIENTS})")
     p.add_argument("--workers", type=int, default=None, metavar="W",
-                   help="load-generator processes (default 2, or 1 for up to 4 clients)")
+                   help="load-generator processes (default 1; 2 with --no-batch and more than 4 clients)")
     p.add_argument("--nodes", metavar="HOST:PORT,...", help="benchmark this running cluster instead of a fresh one")
     p.add_argument("--admin-user", default=os.environ.get("RAILRAFT_ADMIN_USER", "admin"),
                    help="with --nodes: the administrator (default admin)")
