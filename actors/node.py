@@ -389,14 +389,11 @@ class Node:
 
     async def propose_many(self, datas: list[bytes], timeout: float | None = None) -> list[tuple[Any, int]]:
         """Several commands in one log append; results in order.  TimeoutError after `timeout` seconds."""
-        if self.stopping:
-            raise NodeStopping("node is stopping")
-        self._check_disk()
-        with _deadline(timeout, "the write"):
-            reply = Reply()
-            await self.consensus_in.send(Propose(tuple(datas), reply))
-            placed = await reply.wait()  # [(index, waiter)] or raises NotLeaderError
-            return [(await w.reply.wait(), index) for index, w in placed]
+        outcomes = await self.propose_each(datas, timeout)
+        for o in outcomes:
+            if isinstance(o, BaseException):
+                raise o
+        return outcomes  # type: ignore[return-value]
 
     async def propose_each(self, datas: list[bytes], timeout: float | None = None
                            ) -> list[tuple[Any, int] | BaseException]:
@@ -409,7 +406,7 @@ class Node:
         with _deadline(timeout, "the write"):
             reply = Reply()
             await self.consensus_in.send(Propose(tuple(datas), reply))
-            placed = await reply.wait()
+            placed = await reply.wait()  # [(index, waiter)] or raises NotLeaderError
             out: list[tuple[Any, int] | BaseException] = []
             for index, w in placed:
                 try:
