@@ -26,8 +26,6 @@ in the same view as the data it reads.
 
 from __future__ import annotations
 
-import asyncio
-
 import functools
 import time
 import uuid
@@ -69,7 +67,7 @@ from store.commands import (
 )
 from store.payments import PaymentProvider, SimulatedProvider
 
-from .rpc import peer_host, trio_call
+from .rpc import LoopTurnBatch, peer_host, trio_call
 from .submit import Submitter
 from .throttle import LoginThrottle
 
@@ -224,8 +222,9 @@ class BookingCore:
         self.throttle = throttle if throttle is not None else LoginThrottle()
         # session_and's recent answers: token digest -> (until, session), (fn, args) -> (until, value)
         self._prechecked: dict[Any, tuple[float, Any]] = {}
-        self._barriers: dict[bool, asyncio.Future] = {}  # lease? -> the read barrier the next round answers
-        self._tasks: set[asyncio.Task] = set()
+        # lease? -> the read barrier calls of this turn of the event loop (see barrier)
+        self._barriers = {lease: LoopTurnBatch(functools.partial(self._barrier_round, lease))
+                          for lease in (False, True)}
 
     # ---------------------------------------------------------------------------------------- reads
     async def barrier(self, consistency: int = LINEARIZABLE) -> None:
@@ -236,28 +235,11 @@ class BookingCore:
             return
         # Readers of one turn of the event loop share one call into the node: it starts after every one of
         # them asked (on the next turn), so its read index covers every write acknowledged before each call.
-        lease = consistency == LEASE
-        fut = self._barriers.get(lease)
-        if fut is None:
-            fut = self._barriers[lease] = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-            asyncio.get_running_loop().call_soon(self._start_barrier, lease)
-        await asyncio.shield(fut)
+        await self._barriers[consistency == LEASE](None)
 
-    def _start_barrier(self, lease: bool) -> None:
-        fut = self._barriers.pop(lease)
-        task = asyncio.ensure_future(self._run_barrier(lease, fut))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_barrier(self, lease: bool, fut: asyncio.Future) -> None:
-        try:
-            fut.set_result(await trio_call(self.node.read_barrier, lease, READ_TIMEOUT_S))
-        except Exception as e:  # noqa: BLE001 - every reader of the round learns it
-            fut.set_exception(e)
-        except BaseException:
-            fut.cancel()
-            raise
+    async def _barrier_round(self, lease: bool, readers: list[None]) -> list[int]:
+        index = await trio_call(self.node.read_barrier, lease, READ_TIMEOUT_S)
+        return [index] * len(readers)
 
     async def local(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)` on this node's database as it is now."""

@@ -1,6 +1,7 @@
 """Shared plumbing for railraft's grpclib services: errors with leader hints, and calling Trio from handlers.
 
-grpclib runs handlers on asyncio (inside trio-asyncio); the node is Trio code, reached with `trio_call`.
+grpclib runs handlers on asyncio (inside trio-asyncio); the node is Trio code, reached with `trio_call`
+(`LoopTurnBatch` makes the calls of one turn of the loop a single one).
 A node that cannot serve a request answers UNAVAILABLE with the leader hint in trailing metadata
 (`leader-id`, `leader-addr`) and, for clients that only see the message, `leader=ID@HOST:PORT` in its text.
 
@@ -15,6 +16,7 @@ Every handler wrapped by `LeaderHintMixin` also gets:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,9 +30,64 @@ from actors.node import NodeStopping, NotLeaderError, ProposalLost
 
 from .leader_hint import not_leader_message
 
+
 def trio_call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[Any]:
     """From an asyncio handler, await a Trio async function."""
     return trio_asyncio.trio_as_aio(fn)(*args)
+
+
+class LoopTurnBatch:
+    """Calls made in one turn of the asyncio loop, run together at the start of the next one.
+
+    `await batch(item)` gives `item`'s outcome from `run(items)`, which gets every item of the turn in order
+    and returns one outcome per item: a value, or an exception that is that item's alone.  An exception `run`
+    raises is every item's.  Each caller waits on its own future, so one giving up leaves the others be.
+    """
+
+    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._run = run
+        self._items: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if nobody waits
+        if not self._items:
+            loop.call_soon(self._start)
+        self._items.append((item, fut))
+        return await fut
+
+    def _start(self) -> None:
+        items, self._items = self._items, []
+        task = asyncio.ensure_future(self._settle(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self._run([item for item, _ in items])
+        except Exception as e:  # noqa: BLE001 - every caller of the turn learns it
+            for _, f in items:
+                if not f.done():
+                    f.set_exception(e)
+            return
+        except BaseException:
+            for _, f in items:
+                f.cancel()
+            raise
+        for (_, f), outcome in zip(items, outcomes):
+            if f.done():
+                continue
+            if isinstance(outcome, BaseException):
+                f.set_exception(outcome)
+            else:
+                f.set_result(outcome)
+
+    def close(self) -> None:
+        """Stop the runs under way (their callers see them cancelled)."""
+        for task in list(self._tasks):
+            task.cancel()
 
 
 class LeaderHintMixin:

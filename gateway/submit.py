@@ -23,7 +23,7 @@ from store.commands import Result, decode_result
 
 from .peer_auth import PROPOSE_METHOD, ClusterAuth
 from .leader_hint import parse_leader_hint
-from .rpc import trio_call
+from .rpc import LoopTurnBatch, trio_call
 
 WRITE_TIMEOUT_S = 10.0
 PROPOSE_BATCH_MAX = 256  # commands one forwarded Propose may carry
@@ -45,8 +45,8 @@ class Submitter:
         self.auth = auth  # the node's peer authentication (None: no cluster secret); NodeService uses it too
         self._channels: dict[str, Channel] = {}
         self._outboxes: dict[str, _Outbox] = {}
-        self._here: list[tuple[bytes, float, asyncio.Future]] = []  # proposals of this turn of the loop
-        self._tasks: set[asyncio.Task] = set()
+        # Writes proposed here in one turn of the event loop go into the node together (_propose_here).
+        self._proposals = LoopTurnBatch(self._propose_together)
 
     def _channel(self, addr: str) -> Channel:
         ch = self._channels.get(addr)
@@ -104,39 +104,10 @@ class Submitter:
         """Propose `command` on this node (the leader), together with every other write proposed here in the
         same turn of the event loop: one hop into Trio and one log append for the lot, each write with its own
         outcome.  Raises what proposing it raised (NotLeaderError, ProposalLost, TimeoutError, ...)."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        if not self._here:
-            loop.call_soon(self._propose_together)
-        self._here.append((command, timeout, fut))
-        return await fut
+        return await self._proposals((command, timeout))  # type: ignore[no-any-return]
 
-    def _propose_together(self) -> None:
-        items, self._here = self._here, []
-        task = asyncio.ensure_future(self._propose_batch(items))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _propose_batch(self, items: list[tuple[bytes, float, asyncio.Future]]) -> None:
-        try:
-            outcomes = await trio_call(self.node.propose_each, [c for c, _, _ in items], max(t for _, t, _ in items))
-        except Exception as e:  # noqa: BLE001 - every caller of the batch learns it (and retries or gives up)
-            for _, _, f in items:
-                if not f.done():
-                    f.set_exception(e)
-            return
-        except BaseException:
-            for _, _, f in items:
-                f.cancel()
-            raise
-        for (_, _, f), outcome in zip(items, outcomes):
-            if f.done():
-                continue
-            if isinstance(outcome, BaseException):
-                f.set_exception(outcome)
-            else:
-                f.set_result(outcome)
+    async def _propose_together(self, items: list[tuple[bytes, float]]) -> list[tuple[Result, int] | BaseException]:
+        return await trio_call(self.node.propose_each, [c for c, _ in items], max(t for _, t in items))
 
     async def _forward(self, leader_id: int, addr: str, command: bytes, timeout: float) -> tuple[Result, int]:
         """Have the leader at `addr` apply `command`: queued with the other writes this node forwards there, and
@@ -190,7 +161,6 @@ class Submitter:
 
     def close(self) -> None:
         """Close channels to other nodes, and stop proposals still on their way into the node."""
-        for task in list(self._tasks):
-            task.cancel()
+        self._proposals.close()
         for addr in list(self._channels):
             self._drop_channel(addr)
