@@ -244,7 +244,12 @@ class Coach:
 
     def berth(self, seat_no: int) -> str:
         """The berth type of seat `seat_no` (1-based)."""
-        return self.berths[(seat_no - 1) % len(self.berths)]
+        return berth_of(self.berths, seat_no)
+
+
+def berth_of(berths: Sequence[str], seat_no: int) -> str:
+    """The berth type of seat `seat_no` (1-based) in a coach whose seats follow the pattern `berths`."""
+    return berths[(seat_no - 1) % len(berths)]
 
 
 def run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str | None = None) -> list[Coach]:

@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from . import civil, rules, tariff
-from .booking import BOOKING_STATES, Coach, run_coaches, taken_seats
+from .booking import BOOKING_STATES, Coach, berth_of, run_coaches, taken_seats
 
 _CLASS_ORDER = {c: i for i, c in enumerate(rules.TRAVEL_CLASSES)}
 
@@ -390,8 +390,7 @@ def _view(conn: sqlite3.Connection, row: tuple) -> BookingView:
         (run_id, b_id),
     ):
         if seat_no is not None and label is not None:
-            layout = berths.split(",")
-            seat, berth = rules.seat_ref(label, seat_no), layout[(seat_no - 1) % len(layout)]
+            seat, berth = rules.seat_ref(label, seat_no), berth_of(berths.split(","), seat_no)
         else:
             seat = berth = ""
         pax.append(PassengerView(no, p_name, age, pref, p_status, seat, berth, fare))
