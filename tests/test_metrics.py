@@ -378,9 +378,11 @@ def test_process_cluster_serves_metrics_and_json_logs(tmp_path: Path) -> None:
             if any(v is None for v in got.values()):
                 return None
             leaders = [nid for nid, sm in got.items() if value(sm, "railraft_role", role="leader") == 1]
-            return got if leaders == [leader] else None
+            # A follower learns who leads from the leader's first heartbeat after the election: wait for it.
+            known = all(value(sm, "railraft_leader_id") == leader for sm in got.values())
+            return got if leaders == [leader] and known else None
 
-        first = wait_until(one_leader, 10.0, "every node's metrics, with one leader")
+        first = wait_until(one_leader, 10.0, "every node's metrics, with one leader that every node knows")
         for nid, sm in first.items():
             assert value(sm, "railraft_leader_id") == leader
             assert value(sm, "railraft_term") >= 1
