@@ -28,7 +28,11 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from actors.node import NodeStopping, NotLeaderError, ProposalLost
 
+from . import aio_loop
 from .leader_hint import not_leader_message
+
+# Every process serving railraft's gRPC runs its asyncio callbacks in bursts (see gateway/aio_loop.py).
+aio_loop.install()
 
 
 def trio_call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[Any]:

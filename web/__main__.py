@@ -18,6 +18,7 @@ import trio_asyncio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from gateway import aio_loop
 from gateway.client import parse_addresses
 
 from .app import DEFAULT_SECRET_FILE, create_app
@@ -49,6 +50,7 @@ async def run(args: argparse.Namespace) -> None:
     config.accesslog = "-"
     config.errorlog = "-"
     client = app.extensions["railraft_client"]
+    aio_loop.install()  # asyncio callbacks run in bursts, not one per Trio turn (gateway/aio_loop.py)
     async with trio_asyncio.open_loop():
         try:
             print(f"railraft web app on http://{args.host}:{args.port}/ (cluster {args.nodes})", flush=True)
