@@ -6,8 +6,9 @@ wake-up, a task step) costs a cancel scope and a full pass of Trio's run loop.  
 machinery was about 12% of the CPU.
 
 `install()` replaces `BaseTrioEventLoop._main_loop_one` with a version that, when callbacks are already
-queued, runs those queued at the start (at most `BURST`) back to back, as asyncio's own loop runs its ready
-handles once per iteration, and then yields to Trio once.  With nothing queued it waits exactly as before.
+queued, runs them back to back (at most `BURST`, including those they queue), as asyncio's own loop runs its
+ready handles once per iteration, and then yields to Trio once.  With nothing queued it waits exactly as
+before.
 What stays the same: callbacks run in the order they were queued, a due timer runs before the queue's next
 callback, a Trio-flavoured handle (`AsyncHandle`) is started and waited for as before, a cancelled handle is
 skipped, each callback runs with sniffio saying "asyncio", and `stop()`'s callback ends the loop as before.
@@ -34,26 +35,30 @@ _ORIGINAL = BaseTrioEventLoop._main_loop_one
 
 
 async def _main_loop_one(self, no_wait: bool = False) -> None:
-    """Run the callbacks queued now (up to BURST), then yield once; with none queued, wait as trio-asyncio does."""
-    ready = self._q_recv.statistics().current_buffer_used
-    if no_wait or not ready:
-        # Shutdown's drain (no_wait) and an empty queue keep trio-asyncio's own path: it waits for the next
-        # callback or the next timer, whichever comes first.
-        await _ORIGINAL(self, no_wait)
+    """Run the callbacks (and due timers) that are ready, up to BURST, then yield once; with none ready, wait as
+    trio-asyncio does."""
+    if no_wait:
+        await _ORIGINAL(self, no_wait)  # shutdown's drain: trio-asyncio's own path
         return
     timers = self._timers
     receive_nowait = self._q_recv.receive_nowait
-    for _ in range(min(ready, BURST)):
+    ran = 0
+    while ran < BURST:
         if timers and timers[0]._when <= self.time():
             handle = heapq.heappop(timers)
         else:
             try:
                 handle = receive_nowait()
             except trio.WouldBlock:
+                if not ran:
+                    # Nothing ready: trio-asyncio's own path waits for the next callback or timer.
+                    await _ORIGINAL(self)
+                    return
                 break
             if isinstance(handle, asyncio.TimerHandle):
                 heapq.heappush(timers, handle)
                 continue
+        ran += 1
         if isinstance(handle, AsyncHandle):
             handle._context.run(self._nursery.start_soon, handle._run, name=handle._callback)
             await handle._started.wait()
