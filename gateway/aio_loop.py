@@ -13,6 +13,9 @@ What stays the same: callbacks run in the order they were queued, a due timer ru
 callback, a Trio-flavoured handle (`AsyncHandle`) is started and waited for as before, a cancelled handle is
 skipped, each callback runs with sniffio saying "asyncio", and `stop()`'s callback ends the loop as before.
 Other Trio tasks still get a turn after every burst.  tests/test_aio_loop.py checks these.
+
+It also makes `call_soon` check its callback (not a coroutine, callable) only in debug mode, as asyncio's own
+loop does; trio-asyncio checks always, and the check was 1-2% of a node's CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ __all__ = ["BURST", "install", "installed", "uninstall"]
 BURST = 64
 
 _ORIGINAL = BaseTrioEventLoop._main_loop_one
+_ORIGINAL_CALL_SOON = BaseTrioEventLoop.call_soon
+
+
+def _call_soon(self, callback, *args, **context):  # type: ignore[no-untyped-def]
+    """asyncio's call_soon, checking the callback in debug mode only, as asyncio's own loop does (the check
+    asks whether the callback is a coroutine function, which is slow, on every future's wake-up)."""
+    if self._debug:
+        self._check_callback(callback, "call_soon")
+    return self._queue_handle(asyncio.Handle(callback, args, self, **context))
 
 
 async def _main_loop_one(self, no_wait: bool = False) -> None:
@@ -77,11 +89,13 @@ async def _main_loop_one(self, no_wait: bool = False) -> None:
 def install() -> None:
     """Make every trio-asyncio loop run its ready callbacks in bursts (idempotent)."""
     BaseTrioEventLoop._main_loop_one = _main_loop_one
+    BaseTrioEventLoop.call_soon = _call_soon
 
 
 def uninstall() -> None:
     """Put trio-asyncio's own one-callback-per-turn loop back (for tests comparing the two)."""
     BaseTrioEventLoop._main_loop_one = _ORIGINAL
+    BaseTrioEventLoop.call_soon = _ORIGINAL_CALL_SOON
 
 
 def installed() -> bool:

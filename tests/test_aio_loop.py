@@ -186,3 +186,25 @@ async def test_an_error_in_a_callback_reaches_the_loops_owner(loop_kind):
 
     with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="callback failed"), flatten_subgroups=True):
         await run()
+
+
+@pytest.mark.trio
+async def test_call_soon_checks_its_callback_in_debug_mode_as_asyncio_does(loop_kind):
+    async def not_a_callback() -> None:
+        pass
+
+    async with trio_asyncio.open_loop() as loop:
+        loop.set_debug(True)
+        with pytest.raises(TypeError, match="coroutines cannot be used with call_soon"):
+            loop.call_soon(not_a_callback)
+        with pytest.raises(TypeError, match="a callable object was expected"):
+            loop.call_soon(42)
+        loop.set_debug(False)
+        if loop_kind == "burst":
+            loop.call_soon(not_a_callback).cancel()  # as asyncio's own loop: no check outside debug mode
+        else:
+            with pytest.raises(TypeError):
+                loop.call_soon(not_a_callback)  # trio-asyncio's own call_soon checks always
+        ran = trio.Event()
+        loop.call_soon(ran.set)
+        await ran.wait()
