@@ -87,7 +87,13 @@ async def _main_loop_one(self, no_wait: bool = False) -> None:
 
 
 def install() -> None:
-    """Make every trio-asyncio loop run its ready callbacks in bursts (idempotent)."""
+    """Make every trio-asyncio loop run its ready callbacks in bursts (idempotent).
+
+    Only over the loop internals this module was written against (trio-asyncio 0.16's `_q_recv` queue and
+    `_timers` heap): a release that reworked them keeps its own loop (and tests/test_aio_loop.py says so).
+    """
+    if not {"_q_recv", "_timers", "_nursery"} <= set(_ORIGINAL.__code__.co_names):
+        return
     BaseTrioEventLoop._main_loop_one = _main_loop_one
     BaseTrioEventLoop.call_soon = _call_soon
 
