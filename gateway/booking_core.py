@@ -353,13 +353,14 @@ class BookingCore:
         self._prechecked[key] = (until, value)
 
     # ---------------------------------------------------------------------------------------- writes
-    async def submit(self, cmd: CommandBase) -> Result:
-        """Precheck and propose `cmd` (from any node, exactly once); its apply result, OK or not."""
-        return await self.submitter.submit(precheck(cmd))
+    async def submit(self, cmd: CommandBase | bytes) -> Result:
+        """Precheck and propose `cmd` (from any node, exactly once); its apply result, OK or not.  Bytes are
+        what `precheck` returned for a command a handler checked early: not checked and encoded again."""
+        return await self.submitter.submit(cmd if isinstance(cmd, bytes) else precheck(cmd))
 
-    async def submit_at(self, cmd: CommandBase) -> tuple[Result, int]:
+    async def submit_at(self, cmd: CommandBase | bytes) -> tuple[Result, int]:
         """`submit`, also returning the log index it was applied at (for `read_after`)."""
-        return await self.submitter.submit_at(precheck(cmd))
+        return await self.submitter.submit_at(cmd if isinstance(cmd, bytes) else precheck(cmd))
 
     async def read_after(self, index: int, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)` once this node has applied `index` (a write's own index: the read sees that write

@@ -412,7 +412,7 @@ class BookingService(LeaderHintMixin, BookingBase):
             passengers=passengers, accept_waitlist=req.accept_waitlist,
             hold_seconds=req.hold_seconds or rules.HOLD_SECONDS_DEFAULT,
         )
-        precheck(cmd)
+        checked = precheck(cmd)
         try:
             await target()
         except UnknownStation as e:
@@ -421,7 +421,7 @@ class BookingService(LeaderHintMixin, BookingBase):
             raise self._not_found(e) from None
         except ValueError as e:
             raise invalid(str(e)) from None
-        res, index = await self.core.submit_at(cmd)
+        res, index = await self.core.submit_at(checked)
         raise_for(res)
         view = await self.core.read_after(index, bq.booking, res.data["pnr"], caller.user_id, caller.is_admin)
         if view is None:  # pragma: no cover - the hold just created it
@@ -524,13 +524,13 @@ class BookingService(LeaderHintMixin, BookingBase):
                        token_sha256=caller.token_sha256, number=req.number, name=req.name.strip(),
                        train_type=rules.normalize_train_type(req.type) if req.type else "", depart_time=req.departure_time,
                        stops=stops, coaches=coaches)
-        precheck(cmd)
+        checked = precheck(cmd)
         unknown = await self.core.read(STALE, _unknown_stations, [s.station_code for s in stops])
         if unknown:
             unknown = await self.core.read(LINEARIZABLE, _unknown_stations, unknown)
         if unknown:
             raise invalid(f"unknown station(s): {', '.join(unknown)}")
-        raise_for(await self.core.submit(cmd))
+        raise_for(await self.core.submit(checked))
         t = await self.core.read(LINEARIZABLE, bq.train, req.number)
         return train_info(t)
 

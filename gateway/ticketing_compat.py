@@ -210,14 +210,14 @@ class TicketingCompatMixin:
             )
         except ValueError as e:
             raise _bad(e) from None
-        precheck(cmd)
+        checked = precheck(cmd)
         try:
             await self.core.read(STALE, bq.segment, cmd.run_id, cmd.from_code, cmd.to_code)
         except bq.NotFound as e:
             raise GRPCError(Status.NOT_FOUND, f"no such service {req.service_id!r}: {e}") from None
         except ValueError as e:
             raise _bad(e) from None
-        res = await self.core.submit(cmd)
+        res = await self.core.submit(checked)
         if not res.ok:
             return BookingConfirmation(success=False, message=res.message)
         return BookingConfirmation(success=True, message=res.message, booking_id=res.data["pnr"],
