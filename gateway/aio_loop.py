@@ -11,7 +11,8 @@ ready handles once per iteration, and then yields to Trio once.  With nothing qu
 before.
 What stays the same: callbacks run in the order they were queued, a due timer runs before the queue's next
 callback, a Trio-flavoured handle (`AsyncHandle`) is started and waited for as before, a cancelled handle is
-skipped, each callback runs with sniffio saying "asyncio", and `stop()`'s callback ends the loop as before.
+skipped, each callback runs with sniffio saying "asyncio", and `stop()`'s callback ends the loop as before
+(it raises out of the burst).
 Other Trio tasks still get a turn after every burst.  tests/test_aio_loop.py checks these.
 
 It also makes `call_soon` check its callback (not a coroutine, callable) only in debug mode, as asyncio's own
@@ -80,8 +81,6 @@ async def _main_loop_one(self, no_wait: bool = False) -> None:
                 handle._run()
             finally:
                 sniffio_library.name = previous
-        if self._stopped.is_set():
-            return
     # The loop's task runs inside a shield (trio-asyncio's _main_loop), so this is a plain yield to the others.
     await trio.lowlevel.cancel_shielded_checkpoint()
 
