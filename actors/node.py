@@ -543,6 +543,17 @@ class Node:
         if msgs:
             await self.consensus_in.send(Inbound(tuple(msgs)))
 
+    def deliver_now(self, msgs: list[Message]) -> bool:
+        """`deliver` without waiting: False if the consensus inbox is full (then `await deliver(msgs)`).
+        For callers already on the Trio thread that cannot await Trio here (gateway.peer_service's asyncio
+        side, which runs inside a Trio task): it saves them a hop into Trio per batch."""
+        if msgs:
+            try:
+                self.consensus_in.send_nowait(Inbound(tuple(msgs)))
+            except trio.WouldBlock:
+                return False
+        return True
+
     async def receive_snapshot(self, msg: Message, path: Path) -> bool:
         """A complete snapshot file arrived: hand it to consensus (it decides whether to install it)."""
         assert msg.snapshot is not None
@@ -623,9 +634,6 @@ class Node:
         elif isinstance(item, Persisted):
             rd = item.ready
             self._route(rd.persist_messages)
-            if rd.committed_entries or rd.read_states:
-                # Bounded: if the applier lags, consensus waits here (backpressure) -- see _after_step.
-                self._pending_apply.append(ApplyEntries(tuple(rd.committed_entries), tuple(rd.read_states)))
             core.advance(rd)
         elif isinstance(item, SnapshotTaken):
             if item.index > core.log.snap.index:
@@ -654,6 +662,13 @@ class Node:
             if rd.soft_state is not None:
                 self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
             self._route(rd.messages)
+            if rd.committed_entries or rd.read_states:
+                # Applied now, while the log writer persists the rest of this Ready: the core hands out only
+                # entries that are committed AND already on this node's disk, so nothing here waits for this
+                # Ready's own writes (etcd applies in parallel the same way).  A commit index the database
+                # gets ahead of is fine on restart: RaftLog takes max(commit on disk, applied).
+                # Bounded: if the applier lags, consensus waits below (backpressure).
+                self._pending_apply.append(ApplyEntries(tuple(rd.committed_entries), tuple(rd.read_states)))
             await self.writer_in.send(PersistReady(rd))
         for job in self._pending_apply:
             await self.applier_in.send(job)

@@ -90,6 +90,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+# Room left in a DATA frame for the authentication envelopes of a batch (an opening and a MAC envelope, each
+# well under 200 bytes) when `_send_now` decides whether the batch fits.
+_AUTH_ROOM = 512
+
+
 def _grpc_frame(payload: bytes) -> bytes:
     """A gRPC length-prefixed message: uncompressed flag, big-endian length, payload."""
     return struct.pack(">?I", False, len(payload)) + payload
@@ -205,8 +210,9 @@ class PeerLink:
                 raise self._unavailable(failure)
             ok = False
             try:
-                with trio.fail_after(self.send_timeout):
-                    await trio_asyncio.aio_as_trio(self._aio_send)(payloads)
+                if not self._send_now(payloads):
+                    with trio.fail_after(self.send_timeout):
+                        await trio_asyncio.aio_as_trio(self._aio_send)(payloads)
                 ok = True
             except trio.TooSlowError:
                 raise PeerUnavailable(self.peer_id, f"send did not complete within {self.send_timeout}s") from None
@@ -222,6 +228,49 @@ class PeerLink:
         status = exc.status if isinstance(exc, GRPCError) else None
         return PeerUnavailable(self.peer_id, _describe(exc), status)
 
+    def _framed(self, payloads: list[bytes]) -> tuple[list[bytes], bytes]:
+        """The envelopes to write and their gRPC framing, with the authentication envelopes first (the
+        stream's opening, once, then the batch's MAC) when the cluster has a secret."""
+        frames = b"".join([_grpc_frame(p) for p in payloads])
+        if self._signer is not None:
+            auth = [self._opening] if self._opening is not None else []
+            auth.append(self._signer.batch_envelope(len(payloads), frames))
+            self._opening = None
+            payloads = auth + payloads
+            frames = b"".join([_grpc_frame(p) for p in auth]) + frames
+        return payloads, frames
+
+    def _send_now(self, payloads: list[bytes]) -> bool:
+        """Write the batch right here in Trio, without a hop into asyncio, when that cannot block: the call is
+        open, the connection is writable, and the peer's flow-control window takes the whole batch.  Then it
+        does exactly what grpclib's `send_data` does when the window is open (DATA frames of at most the
+        peer's frame size, a socket write each, keepalive bookkeeping), all of it synchronous.  False
+        (nothing written, nothing signed): take the asyncio path, which connects, or waits for the window.
+        Raises what h2 or the transport raise (a reset stream, a lost connection), as the asyncio path would."""
+        call = self._call
+        if call is None:
+            return False
+        try:
+            h2_stream = call._stream
+            conn, h2_conn, transport = h2_stream.connection, h2_stream._h2_connection, h2_stream._transport
+            stream_id = h2_stream.id
+        except AttributeError:  # pragma: no cover - depends on grpclib internals
+            return False
+        size = sum(len(p) + 5 for p in payloads) + _AUTH_ROOM
+        if (stream_id is None or not conn.write_ready.is_set() or transport is None or transport.is_closing()
+                or size > h2_conn.local_flow_control_window(stream_id)):
+            return False
+        _, frames = self._framed(payloads)
+        step = h2_conn.max_outbound_frame_size
+        for at in range(0, len(frames), step):
+            chunk = frames[at:at + step]
+            h2_conn.send_data(stream_id, chunk)
+            transport.write(h2_conn.data_to_send())
+            h2_stream.data_sent += len(chunk)
+            conn.data_sent += len(chunk)
+            conn.data_send_process()
+        return True
+
     async def _aio_send(self, payloads: list[bytes]) -> None:
         """asyncio side of `send`: open the call if needed, then write the batch of encoded envelopes."""
         call = self._call
@@ -233,14 +282,7 @@ class PeerLink:
         # "send pre-encoded messages" call, so this uses the call's HTTP/2 stream (`_stream`) and its
         # cancellation wrapper (`_wrapper`, which lets a reset or lost connection interrupt a blocked
         # write); should a grpclib upgrade rename them, we fall back to the public path.
-        frames = b"".join([_grpc_frame(p) for p in payloads])
-        if self._signer is not None:
-            # The authentication envelopes go first: the stream's opening (once), then the batch's MAC.
-            auth = [self._opening] if self._opening is not None else []
-            auth.append(self._signer.batch_envelope(len(payloads), frames))
-            self._opening = None
-            payloads = auth + payloads
-            frames = b"".join([_grpc_frame(p) for p in auth]) + frames
+        payloads, frames = self._framed(payloads)
         try:
             wrapper, h2_stream = call._wrapper, call._stream
         except AttributeError:  # pragma: no cover - depends on grpclib internals

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[Message], Awaitable[None]]
 DeliverBatch = Callable[[list[Message]], Awaitable[None]]
+DeliverNow = Callable[[list[Message]], bool]
 ReceiveSnapshot = Callable[[Message, pathlib.Path], Awaitable[bool]]
 
 STREAM_METHOD = "/railraft.raft.v1.Raft/Stream"
@@ -193,6 +194,10 @@ class RaftPeerService(RaftBase):
     `deliver(message)` and `receive_snapshot(message, path) -> bool` are Trio async callables.  If the
     node can take a whole batch at once, pass `deliver_batch(messages)` instead (then `deliver` may be
     None): each batch that crossed into Trio in one hop is handed over in one call, in arrival order.
+    `deliver_now(messages) -> bool`, if given, is tried first for each batch of the Stream call: a plain
+    function, called right on the asyncio side (the trio-asyncio loop runs inside a Trio task, so it may
+    hand the batch to a Trio memory channel with `send_nowait`); True means it took the batch, False
+    that it would have to wait, and the batch takes the hop into Trio as before.
     The service must be served from inside the trio-asyncio loop (see gateway.grpc_server.serve_grpc).
 
     A node hosting several Raft groups would need one service that routes on group id, since gRPC method
@@ -209,6 +214,7 @@ class RaftPeerService(RaftBase):
         snapshot_dir: pathlib.Path | str,
         *,
         deliver_batch: DeliverBatch | None = None,
+        deliver_now: DeliverNow | None = None,
         max_pending: int = MAX_PENDING,
         auth: ClusterAuth | None = None,
     ) -> None:
@@ -219,6 +225,7 @@ class RaftPeerService(RaftBase):
         self.node_id = node_id
         self._deliver = deliver
         self._deliver_batch = deliver_batch
+        self._deliver_now = deliver_now
         self._receive_snapshot = receive_snapshot
         self.snapshot_dir = pathlib.Path(snapshot_dir)
         self._max_pending = max_pending
@@ -364,12 +371,16 @@ class RaftPeerService(RaftBase):
         inbox = _Inbox(self._max_pending)
         reader = asyncio.get_running_loop().create_task(self._read_stream(stream, inbox))
         deliver_all = trio_asyncio.trio_as_aio(self._deliver_all)
+        deliver_now = self._deliver_now
         try:
             while True:
                 batch = await inbox.take()
                 if not batch:
                     break
-                await deliver_all(batch)
+                # One batch at a time, each delivered before the next is taken: arrival order holds whichever
+                # way a batch goes in.
+                if deliver_now is None or not deliver_now(batch):
+                    await deliver_all(batch)
             if inbox.error is not None:
                 # messages before the bad one were delivered above; the bad one ends the call
                 error = inbox.error

@@ -128,6 +128,7 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
                     node_id=settings.id,
                     deliver=None,
                     deliver_batch=node.deliver,  # one consensus-inbox send per batch that crossed into Trio
+                    deliver_now=node.deliver_now,  # ...or none of that hop while the inbox has room
                     receive_snapshot=node.receive_snapshot,
                     snapshot_dir=settings.snapshot_dir,
                     auth=auth,

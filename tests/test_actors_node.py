@@ -356,3 +356,22 @@ async def test_a_big_database_is_snapshotted_once_the_log_has_grown_in_proportio
         assert (k - first + 4) * entry_bytes >= size / 10, (first, k, size)
         assert ld.log_bytes < size / 10  # and that log was compacted by it
         nursery.cancel_scope.cancel()
+
+
+async def test_deliver_now_takes_messages_until_the_consensus_inbox_is_full(
+        tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport's asyncio side hands batches over with deliver_now while the inbox has room; a full inbox
+    says False (nothing taken), so the caller falls back to `await deliver` and its backpressure."""
+    from actors.messages import Inbound
+    from raft.types import Message, MsgType
+
+    monkeypatch.setattr("actors.node.INBOX_SIZE", 2)
+    c = Cluster(None, tmp)  # type: ignore[arg-type]  # its settings and twins only; no node runs
+    node = Node(c.settings(1), c.db[1], c.net.factory(1), storage=c.storage[1])  # not run: nobody drains its inbox
+    beats = [[Message(MsgType.HEARTBEAT, to=1, frm=2, term=1, index=i)] for i in range(3)]
+    assert node.deliver_now([])  # nothing to deliver: nothing taken, nothing refused
+    assert node.deliver_now(beats[0]) and node.deliver_now(beats[1])
+    assert not node.deliver_now(beats[2])
+    got = [node._consensus_rx.receive_nowait(), node._consensus_rx.receive_nowait()]
+    assert all(isinstance(g, Inbound) for g in got) and [list(g.msgs) for g in got] == beats[:2]
+    assert node.deliver_now(beats[2])

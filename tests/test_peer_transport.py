@@ -50,7 +50,8 @@ class Node:
 
 @asynccontextmanager
 async def serving(
-    node_id: int, snapshot_dir: pathlib.Path, *, port: int = 0, accept_snapshots: bool = True, batched: bool = False
+    node_id: int, snapshot_dir: pathlib.Path, *, port: int = 0, accept_snapshots: bool = True, batched: bool = False,
+    deliver_now=None,
 ) -> AsyncIterator[Node]:
     """Serve a RaftPeerService for `node_id` on 127.0.0.1 until the block exits (`batched`: through
     `deliver_batch` instead of `deliver`)."""
@@ -70,7 +71,8 @@ async def serving(
 
     if batched:
         service = RaftPeerService(
-            CLUSTER, GROUP, node_id, None, receive_snapshot, snapshot_dir, deliver_batch=deliver_batch
+            CLUSTER, GROUP, node_id, None, receive_snapshot, snapshot_dir, deliver_batch=deliver_batch,
+            deliver_now=deliver_now,
         )
     else:
         service = RaftPeerService(CLUSTER, GROUP, node_id, deliver, receive_snapshot, snapshot_dir)
@@ -150,6 +152,70 @@ async def test_deliver_batch_gets_whole_batches_in_order(tmp_path):
             assert sum(n2.batches) == len(msgs)
     with pytest.raises(TypeError):
         RaftPeerService(CLUSTER, GROUP, 2, None, None, tmp_path)
+
+
+@pytest.mark.trio
+async def test_deliver_now_takes_batches_on_the_asyncio_side_and_order_holds_when_it_declines(tmp_path):
+    """A batch `deliver_now` takes never hops into Trio; one it declines (its inbox is full) goes through
+    `deliver_batch`.  Taken and declined batches interleave, and the node still sees arrival order."""
+    msgs = [Message(MsgType.HEARTBEAT, to=2, frm=1, term=1, index=i) for i in range(600)]
+    taken: list[bool] = []
+    serving_node: list[Node] = []
+
+    def deliver_now(batch: list[Message]) -> bool:
+        trio.lowlevel.current_task()  # it runs inside a Trio task, as Node.deliver_now needs
+        taken.append(len(taken) % 2 == 0)
+        if not taken[-1]:
+            return False
+        serving_node[0].delivered.extend(batch)  # the same list deliver_batch extends
+        return True
+
+    async with trio_asyncio.open_loop():
+        async with serving(2, tmp_path, batched=True, deliver_now=deliver_now) as n2, link_to(n2, frm=1) as link:
+            serving_node.append(n2)
+            for i in range(0, len(msgs), 20):
+                await link.send(msgs[i : i + 20])
+                await trio.sleep(0.001)  # separate batches on the receiving side, some taken, some declined
+            await wait_for(lambda: len(n2.delivered) == len(msgs))
+            assert taken.count(True) >= 2 and taken.count(False) >= 2
+            assert len(n2.batches) == taken.count(False)  # deliver_batch got exactly the declined batches
+            assert n2.delivered == msgs  # each declined batch went in before the next was offered
+
+
+@pytest.mark.trio
+async def test_open_stream_sends_without_a_hop_into_asyncio_unless_the_window_is_short(tmp_path, monkeypatch):
+    """Once the stream is open, a batch the peer's flow-control window takes is written straight from Trio
+    (also one bigger than an HTTP/2 frame); a batch bigger than the window waits for it on the asyncio path.
+    Either way everything arrives, in order."""
+    hops = []
+    aio_send = PeerLink._aio_send
+
+    async def counting(self, payloads):
+        hops.append(len(payloads))
+        await aio_send(self, payloads)
+
+    monkeypatch.setattr(PeerLink, "_aio_send", counting)
+
+    def app(i: int, size: int) -> Message:
+        return Message(MsgType.APP, to=2, frm=1, term=1, log_term=1, index=i, commit=i,
+                       entries=(Entry(1, i + 1, data=bytes([i % 251]) * size),))
+
+    small = [app(i, 100) for i in range(50)]
+    multi_frame = [app(50 + i, 10_000) for i in range(3)]  # 30 kB: two or more DATA frames
+    huge = [app(60 + i, 2_000_000) for i in range(3)]  # 6 MB: more than grpclib's 4 MiB window
+    async with trio_asyncio.open_loop():
+        async with serving(2, tmp_path, batched=True) as n2, link_to(n2, frm=1) as link:
+            await link.send(small[:1])  # opens the stream: the asyncio path
+            assert hops == [1]
+            for m in small[1:]:
+                await link.send([m])
+            await link.send(multi_frame)
+            assert hops == [1]
+            await link.send(huge)
+            assert hops == [1, 3]
+            await link.send(small[:2])
+            await wait_for(lambda: len(n2.delivered) == len(small) + len(multi_frame) + len(huge) + 2)
+            assert n2.delivered == small + multi_frame + huge + small[:2]
 
 
 @pytest.mark.trio
