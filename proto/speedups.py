@@ -14,6 +14,11 @@ sub-message a decode creates), with versions that do the same thing faster:
   class it never does anything: no field belongs to a group.  A class with groups keeps the original methods;
 * `__post_init__` of such a class walks a cached tuple of (field name, optional) instead of the metadata
   mapping and one Python-level attribute read per field;
+* `Message.__raw_get` (name-mangled `_Message__raw_get`: a read that skips the default, used by the Rust codec
+  for every field it encodes, and by `__eq__`, `__repr__`, `is_set`) is `super().__getattribute__(name)`, and
+  for every message class that super is `object`: it becomes `object.__getattribute__` itself, the same
+  lookup without a Python frame and a `super()` object per field.  A 92-message seat map encoded in about
+  215 us instead of 250;
 * the dataclass `__init__` of such a class is replaced, on first use, by one generated the same way
   dataclasses generates it, that stores the fields straight into the instance instead of calling
   `__setattr__` once per field (and then does what that `__setattr__` would have done: mark an empty
@@ -27,6 +32,7 @@ that encoding, decoding, defaults and oneof behaviour are the same with and with
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -38,6 +44,7 @@ __all__ = ["install", "installed"]
 _ORIGINAL_GETATTRIBUTE = Message.__getattribute__
 _ORIGINAL_SETATTR = Message.__setattr__
 _ORIGINAL_POST_INIT = Message.__post_init__
+_ORIGINAL_RAW_GET = Message.__dict__["_Message__raw_get"]
 _object_get = object.__getattribute__
 _object_set = object.__setattr__
 
@@ -156,6 +163,9 @@ def install() -> None:
     Message.__getattribute__ = _getattribute  # type: ignore[method-assign]
     Message.__setattr__ = _setattr  # type: ignore[method-assign]
     Message.__post_init__ = _post_init  # type: ignore[method-assign]
+    if Message.__mro__[1:] == (abc.ABC, object) and "__getattribute__" not in abc.ABC.__dict__:
+        # Then super() in Message is object: __raw_get is object.__getattribute__ plus a frame.
+        type.__setattr__(Message, "_Message__raw_get", object.__getattribute__)
     _installed = True
 
 
@@ -165,6 +175,7 @@ def uninstall() -> None:
     Message.__getattribute__ = _ORIGINAL_GETATTRIBUTE  # type: ignore[method-assign]
     Message.__setattr__ = _ORIGINAL_SETATTR  # type: ignore[method-assign]
     Message.__post_init__ = _ORIGINAL_POST_INIT  # type: ignore[method-assign]
+    type.__setattr__(Message, "_Message__raw_get", _ORIGINAL_RAW_GET)
     for cls, init in _ORIGINAL_INITS.items():
         type.__setattr__(cls, "__init__", init)
     _ORIGINAL_INITS.clear()
