@@ -20,8 +20,11 @@ retransmits, so the transport does not.
 Snapshots go through `send_snapshot` on their own short-lived connection, so that megabytes of snapshot
 data never queue in front of heartbeats, and a stream failure never kills a snapshot in flight.
 
-Cost: the whole batch crosses from Trio to asyncio in one hop, and its envelopes are written to the HTTP/2
-stream as one DATA write, since grpclib would otherwise issue one socket write per message.  Envelopes are
+Cost: once the stream is open, a batch the peer's flow-control window takes is written right from Trio, with
+no hop into asyncio (`_send_now`: the synchronous part of grpclib's own send).  Otherwise the whole batch
+crosses from Trio to asyncio in one hop.  Either way its envelopes go to the HTTP/2 stream as one DATA write
+(or as few as the peer's frame size allows), since grpclib would otherwise issue one socket write per
+message.  Envelopes are
 encoded by hand (gateway/peer_wire.py), never through betterproto objects.
 
 With a cluster secret (`auth`, gateway/peer_auth.py) a new stream starts with an opening PeerAuth envelope,

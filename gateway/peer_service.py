@@ -23,7 +23,9 @@ opening or a batch out of sequence ends the call with UNAUTHENTICATED (logged on
 Performance: grpclib runs on asyncio, the node on Trio, and every trio-asyncio crossing costs a task
 spawn.  The stream handler therefore receives on one asyncio task and delivers on another: whatever
 arrived while the previous delivery was running goes to Trio in a single hop, so under load the number of
-hops is far below the number of messages.  We also tell grpclib to hand us raw message bytes (`RawBytes`)
+hops is far below the number of messages.  With `deliver_now` (the node's Node.deliver_now) a batch needs
+no hop at all while the consensus inbox has room: the trio-asyncio loop runs inside a Trio task, so the
+asyncio side may hand it over with a memory channel's `send_nowait`.  We also tell grpclib to hand us raw message bytes (`RawBytes`)
 and decode them ourselves, so that malformed input becomes INVALID_ARGUMENT instead of a generic
 "Internal Server Error".  Stream envelopes are decoded by hand (gateway/peer_wire.py: no betterproto object
 is built for them); the unary calls and snapshot chunks, which are rare, still go through betterproto.
