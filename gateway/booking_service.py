@@ -357,11 +357,9 @@ class BookingService(LeaderHintMixin, BookingBase):
             except ValueError as e:
                 raise invalid(str(e)) from None
 
-        def look(conn: Any) -> tuple[list[bq.CoachSummary], bq.CoachMap | None]:
-            return bq.coaches(conn, req.run_id, a, b), (bq.seat_map(conn, req.run_id, coach, a, b) if coach else None)
-
         try:
-            summaries, cmap = await self.core.read(consistency_of(req.consistency), look)
+            summaries, cmap = await self.core.read(consistency_of(req.consistency), bq.coaches_and_seat_map,
+                                                   req.run_id, coach, a, b)
         except bq.NotFound as e:
             raise self._not_found(e) from None
         except ValueError as e:

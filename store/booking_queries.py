@@ -281,6 +281,39 @@ def seat_map(conn: sqlite3.Connection, run_id: int, coach_label: str, from_code:
     )
 
 
+def coaches_and_seat_map(conn: sqlite3.Connection, run_id: int, coach_label: str, from_code: str, to_code: str
+                         ) -> tuple[list[CoachSummary], CoachMap | None]:
+    """`coaches(...)`, and `seat_map(...)` of `coach_label` unless it is "": what SeatMap answers, from one look
+    at the run (its segment, its coaches and the seats taken on the segment are read once, not per class and
+    again for the coach).  The same answers and the same errors, in the same order, as the two calls."""
+    seg = segment(conn, run_id, from_code, to_code)
+    all_coaches = run_coaches(conn, run_id)
+    chosen: Coach | None = None
+    if coach_label:
+        chosen = next((c for c in all_coaches if c.label == coach_label), None)
+        if chosen is None:
+            raise NotFound(f"run {run_id} has no coach {coach_label}")
+    # Every class at once (allocations_by_class, on run_id): a seat booked on two pieces of the segment
+    # counts once, as taken_seats' set does.
+    taken = set(conn.execute(
+        "SELECT coach_no, seat_no FROM allocations WHERE run_id = ? AND from_seq < ? AND to_seq > ?",
+        (run_id, seg.to_seq, seg.from_seq),
+    ).fetchall())
+    per_coach: dict[int, int] = {}
+    for coach_no, _ in taken:
+        per_coach[coach_no] = per_coach.get(coach_no, 0) + 1
+    summaries = [CoachSummary(c.label, c.travel_class, c.seats, c.seats - per_coach.get(c.coach_no, 0))
+                 for c in all_coaches]
+    if chosen is None:
+        return summaries, None
+    no = chosen.coach_no
+    return summaries, CoachMap(
+        run_id, chosen.label, chosen.travel_class, from_code, to_code,
+        tuple(SeatState(n, rules.seat_ref(chosen.label, n), chosen.berth(n), (no, n) not in taken)
+              for n in range(1, chosen.seats + 1)),
+    )
+
+
 # ============================================================================================ bookings
 
 

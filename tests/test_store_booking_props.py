@@ -77,6 +77,14 @@ def _check(w: World) -> None:
             taken = {(cn, s) for cn, s, a, b in rows if a < t and f < b}
             [avail] = bq.availability(c, RUN, f, t, 0, STOPS[f], STOPS[t], cancelled)
             assert avail.free == (0 if cancelled else sum(SEATS.values()) - len(taken)) >= 0
+    # 3b. SeatMap's one-look query answers exactly what its two separate queries answer.
+    for f in range(4):
+        for t in range(f + 1, 4):
+            summaries = bq.coaches(c, RUN, STOPS[f], STOPS[t])
+            assert bq.coaches_and_seat_map(c, RUN, "", STOPS[f], STOPS[t]) == (summaries, None)
+            for label in ("X1", "X2"):
+                assert bq.coaches_and_seat_map(c, RUN, label, STOPS[f], STOPS[t]) == (
+                    summaries, bq.seat_map(c, RUN, label, STOPS[f], STOPS[t]))
     # 4. Money and holds.
     for status, amount, paid, refunded, pending in c.execute(
         "SELECT status, amount_paise, paid_paise, refunded_paise, pending_until_ms FROM bookings"
@@ -160,3 +168,16 @@ def test_checker_sees_a_double_sale() -> None:
     finally:
         w.conn.close()
     raise AssertionError("the forged double sale went unnoticed")
+
+
+def test_seat_maps_one_look_query_fails_as_the_two_queries_do() -> None:
+    import pytest
+
+    c = _world().conn
+    for args in ((99, "X1", "PPP", "RRR"), (RUN, "X1", "PPP", "ZZZ"), (RUN, "X1", "RRR", "PPP"),
+                 (RUN, "Z9", "PPP", "RRR")):
+        with pytest.raises(Exception) as two:
+            bq.coaches(c, *args[:1], *args[2:])
+            bq.seat_map(c, *args)
+        with pytest.raises(type(two.value), match=str(two.value)):
+            bq.coaches_and_seat_map(c, *args)
