@@ -259,14 +259,6 @@ class SchemaTooNewError(RuntimeError):
     """The database was written by a newer version of railraft than this one."""
 
 
-# A commit that finds the WAL this long (4 KiB pages: 16 MiB) copies it back into the database file.  SQLite's
-# default, 1,000 pages, checkpointed every few batches of holds: the same B-tree pages were copied again and
-# again.  Measured with store.apply_bench's holds (64 per batch, 30,000 on top of 20,000): 1,000 pages cost
-# 320-334 us of wall time and 286-297 us of CPU per hold; 4,000 pages 265-278 and 245-258; 10,000 pages no
-# better than 4,000, with longer stalls (the slowest batch: 41-43 ms, 50-51 ms at 4,000, 75-81 ms at 10,000).
-WAL_AUTOCHECKPOINT_PAGES = 4_000
-
-
 def configure(conn: sqlite3.Connection, *, reader: bool = False) -> None:
     """Set the per-connection pragmas every railraft connection uses.
 
@@ -275,7 +267,6 @@ def configure(conn: sqlite3.Connection, *, reader: bool = False) -> None:
     batches -- that is safe because the Raft log, not SQLite, is the durability source: the log writer fsyncs
     entries before they count, and on restart the log after the database's applied_index is replayed.
     The reader is query_only, so a read function can never change replicated state by accident.
-    The WAL is checkpointed every WAL_AUTOCHECKPOINT_PAGES pages (see there).
     Each connection keeps up to 32 MiB of pages (SQLite's default is 2 MiB): the benchmark's whole catalogue
     and recent bookings stay in memory, which took 5-7% off the CPU of a booking and a read.
     """
@@ -283,7 +274,6 @@ def configure(conn: sqlite3.Connection, *, reader: bool = False) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA cache_size = -32768")
-    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     if reader:
         conn.execute("PRAGMA query_only = ON")
 

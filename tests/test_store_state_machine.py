@@ -83,17 +83,6 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     again.close()
 
 
-def test_the_wal_is_checkpointed_every_few_thousand_pages_not_every_thousand(tmp_path: Path) -> None:
-    # SQLite's default (1,000 pages) copied the same B-tree pages back again and again: a sixth of a hold's
-    # apply (schema.WAL_AUTOCHECKPOINT_PAGES).  Every connection railraft opens gets the longer interval.
-    conn = schema.connect(tmp_path / "w.db")
-    try:
-        assert schema.WAL_AUTOCHECKPOINT_PAGES >= 4_000
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == schema.WAL_AUTOCHECKPOINT_PAGES
-    finally:
-        conn.close()
-
-
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     c = schema.connect(path)
