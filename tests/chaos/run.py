@@ -241,12 +241,18 @@ def run(duration: float, seed: int, *, nodes: int = 3, workers: int = 4, runs: i
     return 0 if checks.failed == 0 else 1
 
 
+# Longer than two of the leader's housekeeping rounds (1 s each): the refund of a cancellation settles at the
+# round after it, as a new log entry.  With 0.6 s, a settlement could commit after the check, while the nodes
+# were being stopped one by one: the first one stopped missed it, and the databases differed by that entry.
+QUIET_S = 2.5
+
+
 def _quiesce(c: ProcessCluster, timeout: float = 60.0) -> None:
-    """Until every node has applied the same index twice, 0.6 s apart (housekeeping done)."""
+    """Until every node has applied the same index twice, QUIET_S apart (housekeeping done)."""
     deadline = time.monotonic() + timeout
     while True:
         a = c.wait_caught_up(list(c.nodes), timeout=max(1.0, deadline - time.monotonic()))
-        time.sleep(0.6)
+        time.sleep(QUIET_S)
         b = c.wait_caught_up(list(c.nodes), timeout=max(1.0, deadline - time.monotonic()))
         if a == b:
             return
