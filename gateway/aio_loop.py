@@ -17,6 +17,13 @@ Other Trio tasks still get a turn after every burst.  tests/test_aio_loop.py che
 
 It also makes `call_soon` check its callback (not a coroutine, callable) only in debug mode, as asyncio's own
 loop does; trio-asyncio checks always, and the check was 1-2% of a node's CPU.
+
+`keep_serving_on_reports(loop)` is for the long-running processes (a node, the web app).  trio-asyncio's
+default exception handler raises everything an asyncio library reports into the loop's nursery, which stops
+the whole process.  That includes reports that carry no exception, only a message.  grpclib makes one when it
+garbage-collects a Channel that a close() raced with its connect: "Unclosed connection".  It has closed that
+connection itself by then.  A chaos run saw exactly this end a node.  Such reports are now logged, as asyncio
+itself does; reports that carry an exception still stop the loop, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from sniffio import thread_local as sniffio_library
 from trio_asyncio._base import BaseTrioEventLoop
 from trio_asyncio._handles import AsyncHandle
 
-__all__ = ["BURST", "install", "installed", "uninstall"]
+__all__ = ["BURST", "install", "installed", "keep_serving_on_reports", "uninstall"]
 
 # Most callbacks one burst runs before other Trio tasks get a turn.  A callback takes tens of microseconds,
 # so a full burst keeps Raft's tasks waiting a few milliseconds at most.
@@ -106,3 +113,17 @@ def uninstall() -> None:
 def installed() -> bool:
     """True while the burst loop is in place."""
     return BaseTrioEventLoop._main_loop_one is _main_loop_one
+
+
+def _log_or_raise(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    if context.get("exception") is None:
+        # A report without an exception: log it, as asyncio's own loop does, and go on.
+        asyncio.BaseEventLoop.default_exception_handler(loop, context)  # type: ignore[arg-type]
+    else:
+        loop.default_exception_handler(context)  # trio-asyncio's: log it and raise it into the loop
+
+
+def keep_serving_on_reports(loop: asyncio.AbstractEventLoop) -> None:
+    """Make `loop` (a trio-asyncio loop) log the reports that carry no exception instead of raising them
+    (see the module docstring)."""
+    loop.set_exception_handler(_log_or_raise)

@@ -32,6 +32,7 @@ from actors.supervisor import ActorCrashInjector, EscalationError
 from store.db import Database
 from store.payments import SimulatedProvider
 
+from . import aio_loop
 from .booking_core import BookingCore
 from .booking_service import BookingService
 from .grpc_server import serve_grpc
@@ -89,6 +90,8 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
     port, tests).  `on_node` is called with the Node as soon as it exists (log records then carry its term).
     `cluster_secret` (default: the settings', see RunSettings) authenticates the peer traffic.
     """
+    # A leaked-and-closed grpclib Channel must not stop the node (gateway/aio_loop.py).
+    aio_loop.keep_serving_on_reports(trio_asyncio.current_loop.get())
     secret = cluster_secret if cluster_secret is not None else getattr(settings, "cluster_secret", None)
     auth = ClusterAuth(secret, settings.cluster_id, settings.id) if secret else None
     if auth is None:

@@ -208,3 +208,41 @@ async def test_call_soon_checks_its_callback_in_debug_mode_as_asyncio_does(loop_
         ran = trio.Event()
         loop.call_soon(ran.set)
         await ran.wait()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("keep_serving", [True, False])
+async def test_a_report_without_an_exception_is_logged_and_no_longer_stops_the_loop(keep_serving, caplog):
+    """What grpclib reports when it garbage-collects a Channel whose close() raced its connect (it has closed
+    the connection itself): trio-asyncio's default handler raised it into the loop and a chaos run lost a node
+    to it; with keep_serving_on_reports the loop logs it and goes on."""
+    report = {"message": "Unclosed connection: Channel('127.0.0.1', 42115, ..., path=None)"}
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            if keep_serving:
+                aio_loop.keep_serving_on_reports(loop)
+            loop.call_exception_handler(report)
+            await trio.sleep(0.05)
+            assert await trio_asyncio.aio_as_trio(asyncio.sleep)(0, result=7) == 7  # asyncio still runs
+    except BaseException as e:  # noqa: BLE001 - the default handler's error, checked below
+        assert not keep_serving
+        assert any(isinstance(x, RuntimeError) and "Unclosed connection" in str(x) for x in _leaves(e))
+    else:
+        assert keep_serving
+    assert "Unclosed connection" in caplog.text  # logged either way
+
+
+@pytest.mark.trio
+async def test_a_report_with_an_exception_still_stops_the_loop():
+    with pytest.raises(BaseException) as raised:
+        async with trio_asyncio.open_loop() as loop:
+            aio_loop.keep_serving_on_reports(loop)
+            loop.call_exception_handler({"message": "a callback failed", "exception": ValueError("boom")})
+            await trio.sleep(1)
+    assert any(isinstance(x, ValueError) and str(x) == "boom" for x in _leaves(raised.value))

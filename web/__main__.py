@@ -51,7 +51,8 @@ async def run(args: argparse.Namespace) -> None:
     config.errorlog = "-"
     client = app.extensions["railraft_client"]
     aio_loop.install()  # asyncio callbacks run in bursts, not one per Trio turn (gateway/aio_loop.py)
-    async with trio_asyncio.open_loop():
+    async with trio_asyncio.open_loop() as loop:
+        aio_loop.keep_serving_on_reports(loop)  # a leaked-and-closed grpclib Channel must not stop the app
         try:
             print(f"railraft web app on http://{args.host}:{args.port}/ (cluster {args.nodes})", flush=True)
             await serve(app, config, shutdown_trigger=wait_for_stop_signal)
