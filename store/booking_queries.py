@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from . import civil, rules, tariff
-from .booking import BOOKING_STATES, Coach, berth_of, run_coaches, taken_seats
+from .booking import BOOKING_STATES, Coach, berth_of, run_coaches
 
 _CLASS_ORDER = {c: i for i, c in enumerate(rules.TRAVEL_CLASSES)}
 
@@ -257,35 +257,23 @@ class CoachSummary:
 
 def coaches(conn: sqlite3.Connection, run_id: int, from_code: str, to_code: str) -> list[CoachSummary]:
     """The run's coaches in composition order, with the seats free on the segment."""
-    seg = segment(conn, run_id, from_code, to_code)
-    all_coaches = run_coaches(conn, run_id)
-    taken: dict[int, int] = {}
-    for cls in sorted({c.travel_class for c in all_coaches}):
-        for coach_no, _ in taken_seats(conn, run_id, cls, seg.from_seq, seg.to_seq):
-            taken[coach_no] = taken.get(coach_no, 0) + 1
-    return [CoachSummary(c.label, c.travel_class, c.seats, c.seats - taken.get(c.coach_no, 0)) for c in all_coaches]
+    return coaches_and_seat_map(conn, run_id, "", from_code, to_code)[0]
 
 
 def seat_map(conn: sqlite3.Connection, run_id: int, coach_label: str, from_code: str, to_code: str) -> CoachMap:
     """Every seat of coach `coach_label` of the run with its berth type and whether it is free on the segment."""
-    seg = segment(conn, run_id, from_code, to_code)
-    coach: Coach | None = next((c for c in run_coaches(conn, run_id) if c.label == coach_label), None)
-    if coach is None:
+    cmap = coaches_and_seat_map(conn, run_id, coach_label, from_code, to_code)[1]
+    if cmap is None:  # no label: no such coach (after the segment's own errors, as for any unknown label)
         raise NotFound(f"run {run_id} has no coach {coach_label}")
-    taken = {s for c, s in taken_seats(conn, run_id, coach.travel_class, seg.from_seq, seg.to_seq)
-             if c == coach.coach_no}
-    return CoachMap(
-        run_id, coach.label, coach.travel_class, from_code, to_code,
-        tuple(SeatState(n, rules.seat_ref(coach.label, n), coach.berth(n), n not in taken)
-              for n in range(1, coach.seats + 1)),
-    )
+    return cmap
 
 
 def coaches_and_seat_map(conn: sqlite3.Connection, run_id: int, coach_label: str, from_code: str, to_code: str
                          ) -> tuple[list[CoachSummary], CoachMap | None]:
-    """`coaches(...)`, and `seat_map(...)` of `coach_label` unless it is "": what SeatMap answers, from one look
-    at the run (its segment, its coaches and the seats taken on the segment are read once, not per class and
-    again for the coach).  The same answers and the same errors, in the same order, as the two calls."""
+    """The run's coaches with the seats free on the segment, and the seat map of coach `coach_label` (None if
+    it is ""): what SeatMap answers, from one look at the run -- its segment, its coaches and the seats taken
+    on the segment are read once.  NotFound / ValueError for a bad segment first, then NotFound for an unknown
+    coach."""
     seg = segment(conn, run_id, from_code, to_code)
     all_coaches = run_coaches(conn, run_id)
     chosen: Coach | None = None

@@ -77,14 +77,22 @@ def _check(w: World) -> None:
             taken = {(cn, s) for cn, s, a, b in rows if a < t and f < b}
             [avail] = bq.availability(c, RUN, f, t, 0, STOPS[f], STOPS[t], cancelled)
             assert avail.free == (0 if cancelled else sum(SEATS.values()) - len(taken)) >= 0
-    # 3b. SeatMap's one-look query answers exactly what its two separate queries answer.
+    # 3b. SeatMap's coaches and seat maps (one look at the run) agree with a brute-force count, for every
+    #     segment: a seat taken on two pieces of the segment counts once.
     for f in range(4):
         for t in range(f + 1, 4):
-            summaries = bq.coaches(c, RUN, STOPS[f], STOPS[t])
-            assert bq.coaches_and_seat_map(c, RUN, "", STOPS[f], STOPS[t]) == (summaries, None)
-            for label in ("X1", "X2"):
-                assert bq.coaches_and_seat_map(c, RUN, label, STOPS[f], STOPS[t]) == (
-                    summaries, bq.seat_map(c, RUN, label, STOPS[f], STOPS[t]))
+            taken = {(cn, s) for cn, s, a, b in rows if a < t and f < b}
+            summaries, none = bq.coaches_and_seat_map(c, RUN, "", STOPS[f], STOPS[t])
+            assert none is None
+            assert [(x.coach_label, x.seats, x.free) for x in summaries] == [
+                (f"X{no}", n, n - sum(1 for cn, _ in taken if cn == no)) for no, n in SEATS.items()]
+            assert bq.coaches(c, RUN, STOPS[f], STOPS[t]) == summaries
+            for no, n in SEATS.items():
+                again, cmap = bq.coaches_and_seat_map(c, RUN, f"X{no}", STOPS[f], STOPS[t])
+                assert again == summaries and cmap is not None and cmap.coach_label == f"X{no}"
+                assert [(x.seat_no, x.free) for x in cmap.seats] == [
+                    (s, (no, s) not in taken) for s in range(1, n + 1)]
+                assert bq.seat_map(c, RUN, f"X{no}", STOPS[f], STOPS[t]) == cmap
     # 4. Money and holds.
     for status, amount, paid, refunded, pending in c.execute(
         "SELECT status, amount_paise, paid_paise, refunded_paise, pending_until_ms FROM bookings"
@@ -170,14 +178,21 @@ def test_checker_sees_a_double_sale() -> None:
     raise AssertionError("the forged double sale went unnoticed")
 
 
-def test_seat_maps_one_look_query_fails_as_the_two_queries_do() -> None:
+def test_seat_map_queries_fail_on_the_segment_first_then_on_the_coach() -> None:
     import pytest
 
     c = _world().conn
-    for args in ((99, "X1", "PPP", "RRR"), (RUN, "X1", "PPP", "ZZZ"), (RUN, "X1", "RRR", "PPP"),
-                 (RUN, "Z9", "PPP", "RRR")):
-        with pytest.raises(Exception) as two:
-            bq.coaches(c, *args[:1], *args[2:])
-            bq.seat_map(c, *args)
-        with pytest.raises(type(two.value), match=str(two.value)):
-            bq.coaches_and_seat_map(c, *args)
+    cases = (((99, "X1", "PPP", "RRR"), bq.NotFound, "no run 99"),
+             ((RUN, "X1", "PPP", "ZZZ"), bq.NotFound, "does not stop at ZZZ"),
+             ((RUN, "Z9", "RRR", "PPP"), ValueError, "reaches PPP before RRR"),  # the segment, before the coach
+             ((RUN, "Z9", "PPP", "RRR"), bq.NotFound, "has no coach Z9"))
+    for (run, label, a, b), kind, message in cases:
+        with pytest.raises(kind, match=message):
+            bq.coaches_and_seat_map(c, run, label, a, b)
+        with pytest.raises(kind, match=message):
+            bq.seat_map(c, run, label, a, b)
+        if label == "X1":
+            with pytest.raises(kind, match=message):
+                bq.coaches(c, run, a, b)
+    with pytest.raises(bq.NotFound, match="has no coach"):
+        bq.seat_map(c, RUN, "", "PPP", "RRR")
