@@ -82,8 +82,13 @@ class _MemoryLink:
         fn = self.net.receive_snapshot[self.dst]
         # Hand the receiver its own copy, as a network transfer would.
         tmp = Path(tempfile.mkdtemp(prefix="railraft-memsnap-")) / "snap.db"
-        shutil.copyfile(path, tmp)
-        return await fn(msg, tmp)
+        try:
+            shutil.copyfile(path, tmp)
+            return await fn(msg, tmp)
+        finally:
+            # The receiver has moved the file into its own snapshot directory (or refused it): nothing here
+            # is needed any more, and a test run would otherwise leave a directory behind per snapshot.
+            shutil.rmtree(tmp.parent, ignore_errors=True)
 
     async def close(self) -> None:
         return None
