@@ -16,7 +16,8 @@ Two connections:
 `snapshot` copies the database on a third connection, opened for the copy, so applies go on meanwhile.
 
 Every call is ONE hop onto the connection's thread that runs a whole synchronous function there (a batch, a
-query function), not one await per SQL statement: a thread hop costs far more than a SQLite statement.
+query function), not one await per SQL statement: a thread hop costs far more than a SQLite statement.  Work
+that is expected to be short takes no hop at all: it runs on the event loop's own thread (see `_Costs`).
 
 Writes (`apply`, `snapshot`, `install_snapshot`, `close`) are shielded from Trio cancellation: once queued on
 the worker thread the work happens anyway, so the caller waits for it and always learns the outcome (an
@@ -29,6 +30,7 @@ import asyncio
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +46,15 @@ from .state_machine import apply_batch, read_meta_int
 T = TypeVar("T")
 
 READ_BATCH_MAX = 64  # aio_read: reads run together in one hop onto the reader's thread, at most this many
+
+# Work expected to take at most this long runs on the event loop's thread instead of the connection's (see
+# _Costs).  Long work keeps its thread, so heartbeats and other calls never wait behind it for long (an
+# election timeout is 500 ms or more).
+INLINE_APPLY_S = 0.05  # an applied batch
+INLINE_READ_S = 0.002  # one read (by its function's average) ...
+INLINE_READS_S = 0.02  # ... and the reads run together in one turn, in all; the rest take the reader's thread
+APPLY_ENTRY_GUESS_S = 0.001  # an entry's apply time until batches have been measured
+COST_WEIGHT = 0.2  # weight of the newest measurement in a moving average
 
 
 class DatabaseClosedError(RuntimeError):
@@ -69,8 +80,10 @@ def _fault_disk_full() -> None:
 
 async def _aio_connect(path: str) -> aiosqlite.Connection:
     # isolation_level=None: no implicit transactions from the sqlite3 module; the state machine issues
-    # BEGIN/SAVEPOINT/COMMIT itself and reads wrap themselves in BEGIN...ROLLBACK.
-    return await aiosqlite.connect(path, isolation_level=None)
+    # BEGIN/SAVEPOINT/COMMIT itself and reads wrap themselves in BEGIN...ROLLBACK.  check_same_thread=False:
+    # short work runs on the event loop's thread too, never at the same time as work on the connection's own
+    # (Database sees to that: the write lock, and no inline read while a hop onto the reader is in flight).
+    return await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
 
 
 async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -118,16 +131,87 @@ def _read_txn(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, .
             conn.execute("ROLLBACK")  # ends the read transaction; there is nothing to commit
 
 
-def _read_many(conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-               ) -> list[tuple[bool, Any]]:
-    """Several read functions, each in its own read transaction: (True, value) or (False, the exception)."""
-    out: list[tuple[bool, Any]] = []
+def _read_many(conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+               clock: Callable[[], float] = time.perf_counter) -> list[tuple[bool, Any, float]]:
+    """Several read functions, each in its own read transaction: (True, value, seconds) or (False, the
+    exception, seconds), timed by `clock`."""
+    out: list[tuple[bool, Any, float]] = []
     for fn, args in jobs:
+        t0 = clock()
         try:
-            out.append((True, _read_txn(conn, fn, args)))
+            value = _read_txn(conn, fn, args)
         except Exception as e:  # noqa: BLE001 - raised to that read's caller
-            out.append((False, e))
+            out.append((False, e, clock() - t0))
+        else:
+            out.append((True, value, clock() - t0))
     return out
+
+
+def _timed_apply(conn: sqlite3.Connection, entries: list[tuple[int, int, bytes]]
+                 ) -> tuple[list[Result | None], float]:
+    """apply_batch, and the CPU seconds it took this thread (on a worker thread, waiting for the GIL is not
+    work the event loop would have to do)."""
+    t0 = time.thread_time()
+    results = apply_batch(conn, entries)
+    return results, time.thread_time() - t0
+
+
+class _Costs:
+    """What the database's work has been costing, to choose where the next piece runs.
+
+    A hop onto a connection's thread and back -- queueing, waking the thread, handing the GIL over while the
+    event loop is busy, waking the loop with the result -- took 1.5-2 ms of wall time around a 0.65 ms apply
+    at one client, and under load the apply and the event loop fought over the GIL a statement at a time.
+    So work expected to be short runs inline on the event loop's thread, as log saves do
+    (actors.node.INLINE_SAVE_S): an applied batch by its entries' average cost, a read by the average cost of
+    its function (a read function not measured yet takes the thread once).  Work that is slow or unknown
+    keeps its thread, so the event loop never stalls long behind a big replay, a checkpoint-heavy database or
+    a heavy query.
+    """
+
+    def __init__(self) -> None:
+        self.apply_entry_s = APPLY_ENTRY_GUESS_S
+        self.read_s: dict[Any, float] = {}  # by the read function's code (a closure made per call shares it)
+
+    def apply_inline(self, entries: int) -> bool:
+        """Whether a batch of `entries` is expected to apply within INLINE_APPLY_S."""
+        return entries * self.apply_entry_s <= INLINE_APPLY_S
+
+    def applied(self, entries: int, seconds: float) -> None:
+        """Learn from a batch of `entries` that took `seconds`."""
+        if entries:
+            self.apply_entry_s += COST_WEIGHT * (seconds / entries - self.apply_entry_s)
+
+    @staticmethod
+    def _key(fn: Callable[..., Any]) -> Any:
+        return getattr(fn, "__code__", None)
+
+    def read_cost(self, fn: Callable[..., Any]) -> float | None:
+        """The average seconds of a read by `fn`, or None if not known."""
+        key = self._key(fn)
+        return None if key is None else self.read_s.get(key)
+
+    def read(self, fn: Callable[..., Any], seconds: float) -> None:
+        """Learn from a read by `fn` that took `seconds`."""
+        key = self._key(fn)
+        if key is not None:
+            old = self.read_s.get(key)
+            self.read_s[key] = seconds if old is None else old + COST_WEIGHT * (seconds - old)
+
+    def split_reads(self, jobs: list[Any]) -> tuple[list[Any], list[Any]]:
+        """`jobs` [(fn, args, ...)] split into those to run inline (known to be short, up to INLINE_READS_S in
+        all, in arrival order) and those for the reader's thread."""
+        inline: list[Any] = []
+        hop: list[Any] = []
+        budget = INLINE_READS_S
+        for job in jobs:
+            cost = self.read_cost(job[0])
+            if cost is not None and cost <= INLINE_READ_S and cost <= budget:
+                budget -= cost
+                inline.append(job)
+            else:
+                hop.append(job)
+        return inline, hop
 
 
 async def _settle(fut: asyncio.Future[Any], aw: Any) -> None:
@@ -254,6 +338,7 @@ class Database:
         self._reads_drained: trio.Event | None = None
         self._read_queue: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._read_draining = False
+        self.costs = _Costs()
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
@@ -308,8 +393,9 @@ class Database:
     async def apply(self, batch: Iterable[tuple[int, int, bytes]]) -> list[Result | None]:
         """Apply committed entries (index, kind, data) in one transaction; see state_machine.apply_batch.
 
-        One hop onto the writer's thread for the whole batch.  Shielded from cancellation: when this returns,
-        the batch is committed and the results are those of the commit.
+        A batch expected to be short (see _Costs) is applied right here on the event loop's thread, a longer
+        one in one hop onto the writer's thread.  Shielded from cancellation: when this returns, the batch is
+        committed and the results are those of the commit.
         """
         # Normalise here, on the Trio side: EntryType -> int, memoryview -> bytes.
         entries = [(int(index), int(kind), bytes(data)) for index, kind, data in batch]
@@ -317,7 +403,15 @@ class Database:
         with trio.CancelScope(shield=True):
             async with self._write_lock:
                 writer = self._require_writer()
-                return await _on_thread(writer, apply_batch, entries)
+                if self.costs.apply_inline(len(entries)):
+                    t0 = time.perf_counter()
+                    try:
+                        return apply_batch(writer._conn, entries)
+                    finally:
+                        self.costs.applied(len(entries), time.perf_counter() - t0)
+                results, seconds = await _on_thread(writer, _timed_apply, entries)
+                self.costs.applied(len(entries), seconds)
+                return results
 
     async def snapshot(self, dest_path: str | os.PathLike[str]) -> int:
         """Write a consistent, fsynced copy of the database to `dest_path`; return the applied index it holds.
@@ -402,11 +496,11 @@ class Database:
     async def aio_read(self, fn: Callable[..., T], *args: Any) -> T:
         """`read`, awaited from asyncio code (a grpclib handler) instead of from Trio.
 
-        Reads that arrive together share one hop onto the reader's thread (each still in its own read
-        transaction): the reader's thread runs one thing at a time anyway, and under load a hop -- queueing,
-        waking the thread, handing the result back -- costs more than the queries.  It also skips the two
-        trio-asyncio crossings (asyncio -> Trio -> asyncio) a handler would pay to reach `read`.  While a
-        snapshot is being installed the reads wait through `read`, from Trio.
+        Reads that arrive together run together, each in its own read transaction: those known to be short
+        (see _Costs) right on the event loop's thread, the others in one hop onto the reader's thread (under
+        load a hop -- queueing, waking the thread, handing the result back -- costs more than the queries).
+        It also skips the two trio-asyncio crossings (asyncio -> Trio -> asyncio) a handler would pay to
+        reach `read`.  While a snapshot is being installed the reads wait through `read`, from Trio.
         """
         if self._swapping is not None or self._reader is None:
             return await trio_asyncio.trio_as_aio(self.read)(fn, *args)
@@ -431,21 +525,37 @@ class Database:
                     for fn, args, fut in jobs:
                         await _settle(fut, trio_asyncio.trio_as_aio(self.read)(fn, *args))
                     continue
+                # Inline only while nothing runs on the reader's thread: the two must never share the
+                # connection at the same time (a `read` from Trio may be in flight).
+                inline, jobs = self.costs.split_reads(jobs) if self._reads_in_flight == 0 else ([], jobs)
+                if inline:
+                    self._settle_reads(inline, _read_many(reader._conn, [(fn, args) for fn, args, _ in inline]))
+                if not jobs:
+                    if self._read_queue:
+                        await asyncio.sleep(0)  # the next reads in a later turn: the loop runs in between
+                    continue
                 self._reads_in_flight += 1
                 try:
-                    outcomes = await reader._execute(_read_many, reader._conn, [(fn, args) for fn, args, _ in jobs])
+                    outcomes = await reader._execute(_read_many, reader._conn, [(fn, args) for fn, args, _ in jobs],
+                                                     time.thread_time)
                 except Exception as e:  # noqa: BLE001 - the connection failed: every caller learns why
-                    outcomes = [(False, e)] * len(jobs)
+                    outcomes = [(False, e, 0.0)] * len(jobs)
                 finally:
                     self._read_done()
-                for (_, _, fut), (ok, value) in zip(jobs, outcomes):
-                    if not fut.done():
-                        if ok:
-                            fut.set_result(value)
-                        else:
-                            fut.set_exception(value)
+                self._settle_reads(jobs, outcomes)
         finally:
             self._read_draining = False
+
+    def _settle_reads(self, jobs: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+                      outcomes: list[tuple[bool, Any, float]]) -> None:
+        """Hand each read its outcome, and learn what each cost."""
+        for (fn, _, fut), (ok, value, seconds) in zip(jobs, outcomes):
+            self.costs.read(fn, seconds)
+            if not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
     async def applied_index(self) -> int:
         """The last log index whose effects are committed in the database."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -12,8 +14,9 @@ import trio_asyncio
 
 from store import queries
 from store.commands import OK, CreateSession, RegisterUser, Result, RevokeSession, SetMember, encode_command
+from store import db as db_module
 from store.db import Database, DatabaseClosedError, SnapshotError
-from store.state_machine import KIND_CONF, KIND_NORMAL
+from store.state_machine import KIND_CONF, KIND_NORMAL, ApplyOrderError
 
 T0 = 1_700_000_000_000
 TOKEN = "f" * 64
@@ -252,3 +255,143 @@ async def test_a_snapshot_taken_while_batches_apply_is_the_state_at_its_index(tm
                 await other.close()
         finally:
             await db.close()
+
+
+# ------------------------------------------------------------------ where the work runs: inline or a thread
+
+
+def _spy_applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the thread each applied batch runs on."""
+    threads: list[int] = []
+    real = db_module.apply_batch
+
+    def spy(conn: sqlite3.Connection, entries: list[tuple[int, int, bytes]]) -> list[Result | None]:
+        threads.append(threading.get_ident())
+        return real(conn, entries)
+
+    monkeypatch.setattr(db_module, "apply_batch", spy)
+    return threads
+
+
+@pytest.mark.trio
+async def test_short_batches_apply_on_the_event_loop_and_long_ones_on_the_writer_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread hop for a batch expected to be short; a batch expected to take longer than INLINE_APPLY_S
+    (a replay, a slow disk) goes to the writer's thread, so the event loop goes on meanwhile."""
+    threads = _spy_applies(monkeypatch)
+    loop_thread = threading.get_ident()
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            await db.apply(log_entries(3))
+            assert threads == [loop_thread]
+            # A batch as big as INLINE_APPLY_S at the first guess of an entry's cost takes the thread.
+            big = int(db_module.INLINE_APPLY_S / db_module.APPLY_ENTRY_GUESS_S) + 1
+            fresh = await Database.open(tmp_path / "fresh.db")
+            try:
+                await fresh.apply(log_entries(big))
+                assert threads[-1] != loop_thread
+                assert await fresh.applied_index() == big + 2
+            finally:
+                await fresh.close()
+            # Batches measured as slow make the next one take the thread; measured as fast, it comes back.
+            db.costs.apply_entry_s = db_module.INLINE_APPLY_S
+            start = 6
+            results = await db.apply(log_entries(2, start=start))
+            assert threads[-1] != loop_thread and results[0].ok
+            for _ in range(60):
+                start += 4
+                await db.apply(log_entries(2, start=start))
+            assert threads[-1] == loop_thread
+            assert await db.applied_index() == start + 3
+            assert db.costs.apply_entry_s < db_module.INLINE_APPLY_S / 4
+
+
+@pytest.mark.trio
+async def test_a_failing_inline_apply_rolls_back_and_reports_its_error(tmp_path: Path) -> None:
+    """The inline path keeps apply_batch's contract: out-of-order entries apply nothing, and raise."""
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            await db.apply(log_entries(2))
+            with pytest.raises(ApplyOrderError):
+                await db.apply(log_entries(1, start=9))
+            assert await db.applied_index() == 4
+            results = await db.apply(log_entries(1, start=5))
+            assert results[0].ok and await db.applied_index() == 7
+
+
+def _where(conn: sqlite3.Connection, key: str) -> tuple[int, int]:
+    """A read function: the thread it ran on, and a row count (it reads the database)."""
+    return threading.get_ident(), conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+
+def _other(conn: sqlite3.Connection, key: str) -> tuple[int, int]:
+    return threading.get_ident(), conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+
+@pytest.mark.trio
+async def test_known_short_reads_run_on_the_event_loop_and_others_on_the_reader_thread(tmp_path: Path) -> None:
+    loop_thread = threading.get_ident()
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            aio_read = trio_asyncio.aio_as_trio(db.aio_read)
+            await db.apply(log_entries(3))
+            # Not measured yet: the reader's thread, once; then known to be short: inline.
+            first = await aio_read(_where, "a")
+            second = await aio_read(_where, "b")
+            assert first == (first[0], 3) and first[0] != loop_thread
+            assert second == (loop_thread, 3)
+            # A read function known to be slow keeps the thread.
+            await aio_read(_other, "a")
+            db.costs.read_s[_other.__code__] = db_module.INLINE_READ_S * 2
+            assert (await aio_read(_other, "b"))[0] != loop_thread
+            # Reads made together: the short ones inline, the slow one on the thread, each its own answer.
+            async with trio.open_nursery() as n:
+                got: dict[str, tuple[int, int]] = {}
+
+                async def one(fn: Any, key: str) -> None:
+                    got[key] = await aio_read(fn, key)
+
+                for k in "xyz":
+                    n.start_soon(one, _where, k)
+                n.start_soon(one, _other, "slow")
+            assert {k: v[0] == loop_thread for k, v in got.items()} == {"x": True, "y": True, "z": True,
+                                                                        "slow": False}
+
+
+@pytest.mark.trio
+async def test_no_inline_read_while_a_read_is_on_the_reader_thread(tmp_path: Path) -> None:
+    """The reader connection is never used by two threads at once: while a `read` from Trio holds it on the
+    reader's thread, reads from asyncio wait for their own hop instead of running inline."""
+    loop_thread = threading.get_ident()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> int:
+        n = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+        started.set()
+        release.wait(10)
+        return n
+
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            aio_read = trio_asyncio.aio_as_trio(db.aio_read)
+            await db.apply(log_entries(2))
+            await aio_read(_where, "learn")
+            assert (await aio_read(_where, "inline"))[0] == loop_thread
+            async with trio.open_nursery() as n:
+                slow_result: list[int] = []
+
+                async def slow_read() -> None:
+                    slow_result.append(await db.read(slow))
+
+                n.start_soon(slow_read)
+                await trio.to_thread.run_sync(started.wait, 10)
+                waiting: list[tuple[int, int]] = []
+
+                async def quick() -> None:
+                    waiting.append(await aio_read(_where, "during"))
+
+                n.start_soon(quick)
+                await trio.sleep(0.05)
+                assert waiting == []  # queued behind the read on the thread, not run beside it
+                release.set()
+            assert slow_result == [2] and waiting[0][1] == 2 and waiting[0][0] != loop_thread
