@@ -27,6 +27,7 @@ apply that "was cancelled" but committed would otherwise leave the applier unsur
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sqlite3
@@ -51,10 +52,14 @@ READ_BATCH_MAX = 64  # aio_read: reads run together in one hop onto the reader's
 # _Costs).  Long work keeps its thread, so heartbeats and other calls never wait behind it for long (an
 # election timeout is 500 ms or more).
 INLINE_APPLY_S = 0.05  # an applied batch
-INLINE_READ_S = 0.002  # one read (by its function's average) ...
+INLINE_READ_S = 0.002  # one read (by its function's cost) ...
 INLINE_READS_S = 0.02  # ... and the reads run together in one turn, in all; the rest take the reader's thread
-APPLY_ENTRY_GUESS_S = 0.001  # an entry's apply time until batches have been measured
+APPLY_PROBATION = 16  # batches a freshly opened database applies on its thread (cold caches), measuring them
 COST_WEIGHT = 0.2  # weight of the newest measurement in a moving average
+PEAK_DECAY = 0.9  # a cost's peak shrinks by this factor with each new measurement
+INLINE_STALL_WARN_S = 0.2  # inline work that took longer than this is logged
+
+log = logging.getLogger("railraft.db")
 
 
 class DatabaseClosedError(RuntimeError):
@@ -156,6 +161,55 @@ def _timed_apply(conn: sqlite3.Connection, entries: list[tuple[int, int, bytes]]
     return results, time.thread_time() - t0
 
 
+class _Cost:
+    """The cost of one kind of work: a moving average, and a peak that decays with each new measurement.
+
+    Work is expected to cost the larger of the two: a spike (pages not yet cached, a slow query plan) keeps
+    that work off the event loop for the next few rounds instead of being averaged away."""
+
+    __slots__ = ("avg", "peak")
+
+    def __init__(self, seconds: float) -> None:
+        self.avg = self.peak = seconds
+
+    def learn(self, seconds: float) -> None:
+        """Take in one measurement."""
+        self.avg += COST_WEIGHT * (seconds - self.avg)
+        self.peak = max(seconds, self.peak * PEAK_DECAY)
+
+    def expected(self) -> float:
+        """What the next piece of this work is expected to cost."""
+        return max(self.avg, self.peak)
+
+
+class _ApplyCost:
+    """The cost of applied batches: seconds per entry as the ratio of the moving averages of a batch's
+    seconds and entries (so a WAL checkpoint that lands on a one-entry batch is spread over the entries
+    whose pages it writes, as it should be), and the decaying peak of a whole batch's seconds (so after a
+    batch that took long -- a checkpoint of a big database, cold caches -- the next ones take the thread for
+    a while, whatever their size)."""
+
+    __slots__ = ("seconds", "entries", "peak")
+
+    def __init__(self, seconds: float, entries: int) -> None:
+        self.seconds = self.peak = seconds
+        self.entries = float(entries)
+
+    def learn(self, seconds: float, entries: int) -> None:
+        """Take in one batch."""
+        self.seconds += COST_WEIGHT * (seconds - self.seconds)
+        self.entries += COST_WEIGHT * (entries - self.entries)
+        self.peak = max(seconds, self.peak * PEAK_DECAY)
+
+    def per_entry(self) -> float:
+        """Seconds per entry, on average."""
+        return self.seconds / self.entries
+
+    def expected(self, entries: int) -> float:
+        """What a batch of `entries` is expected to cost."""
+        return max(entries * self.per_entry(), self.peak)
+
+
 class _Costs:
     """What the database's work has been costing, to choose where the next piece runs.
 
@@ -163,40 +217,49 @@ class _Costs:
     event loop is busy, waking the loop with the result -- took 1.5-2 ms of wall time around a 0.65 ms apply
     at one client, and under load the apply and the event loop fought over the GIL a statement at a time.
     So work expected to be short runs inline on the event loop's thread, as log saves do
-    (actors.node.INLINE_SAVE_S): an applied batch by its entries' average cost, a read by the average cost of
-    its function (a read function not measured yet takes the thread once).  Work that is slow or unknown
-    keeps its thread, so the event loop never stalls long behind a big replay, a checkpoint-heavy database or
-    a heavy query.
+    (actors.node.INLINE_SAVE_S): an applied batch by what batches have been costing, a read by what reads
+    of its function have.  A freshly opened database applies its first APPLY_PROBATION batches on its thread, and a read
+    function not measured yet takes the thread once.  Work that is slow, or was lately, keeps its thread, so
+    the event loop does not stall behind a big replay, a checkpoint-heavy database or a heavy query.
     """
 
     def __init__(self) -> None:
-        self.apply_entry_s = APPLY_ENTRY_GUESS_S
-        self.read_s: dict[Any, float] = {}  # by the read function's code (a closure made per call shares it)
+        self.apply: _ApplyCost | None = None
+        self.probation = APPLY_PROBATION
+        self.reads: dict[Any, _Cost] = {}  # by the read function's code (a closure made per call shares it)
 
     def apply_inline(self, entries: int) -> bool:
         """Whether a batch of `entries` is expected to apply within INLINE_APPLY_S."""
-        return entries * self.apply_entry_s <= INLINE_APPLY_S
+        cost = self.apply
+        return self.probation <= 0 and cost is not None and cost.expected(entries) <= INLINE_APPLY_S
 
     def applied(self, entries: int, seconds: float) -> None:
         """Learn from a batch of `entries` that took `seconds`."""
+        self.probation -= 1
         if entries:
-            self.apply_entry_s += COST_WEIGHT * (seconds / entries - self.apply_entry_s)
+            if self.apply is None:
+                self.apply = _ApplyCost(seconds, entries)
+            else:
+                self.apply.learn(seconds, entries)
 
     @staticmethod
     def _key(fn: Callable[..., Any]) -> Any:
         return getattr(fn, "__code__", None)
 
     def read_cost(self, fn: Callable[..., Any]) -> float | None:
-        """The average seconds of a read by `fn`, or None if not known."""
-        key = self._key(fn)
-        return None if key is None else self.read_s.get(key)
+        """The expected seconds of a read by `fn`, or None if not known."""
+        cost = self.reads.get(self._key(fn))
+        return None if cost is None else cost.expected()
 
     def read(self, fn: Callable[..., Any], seconds: float) -> None:
         """Learn from a read by `fn` that took `seconds`."""
         key = self._key(fn)
         if key is not None:
-            old = self.read_s.get(key)
-            self.read_s[key] = seconds if old is None else old + COST_WEIGHT * (seconds - old)
+            cost = self.reads.get(key)
+            if cost is None:
+                self.reads[key] = _Cost(seconds)
+            else:
+                cost.learn(seconds)
 
     def split_reads(self, jobs: list[Any]) -> tuple[list[Any], list[Any]]:
         """`jobs` [(fn, args, ...)] split into those to run inline (known to be short, up to INLINE_READS_S in
@@ -212,6 +275,12 @@ class _Costs:
             else:
                 hop.append(job)
         return inline, hop
+
+
+def _warn_if_stalled(what: str, seconds: float) -> None:
+    if seconds > INLINE_STALL_WARN_S:
+        log.warning("the database held up the event loop for %.0f ms (%s); such work will take a thread for a"
+                    " while", seconds * 1000, what)
 
 
 async def _settle(fut: asyncio.Future[Any], aw: Any) -> None:
@@ -408,7 +477,9 @@ class Database:
                     try:
                         return apply_batch(writer._conn, entries)
                     finally:
-                        self.costs.applied(len(entries), time.perf_counter() - t0)
+                        seconds = time.perf_counter() - t0
+                        self.costs.applied(len(entries), seconds)
+                        _warn_if_stalled(f"applying {len(entries)} entries", seconds)
                 results, seconds = await _on_thread(writer, _timed_apply, entries)
                 self.costs.applied(len(entries), seconds)
                 return results
@@ -460,6 +531,7 @@ class Database:
                     await self._close_connections()
                     await trio.to_thread.run_sync(_swap_in, tmp, path)
                     self._writer, self._reader = await self._open_pair(self.path)
+                    self.costs = _Costs()  # another database: nothing learnt holds, its caches are cold
                 finally:
                     self._swapping = None
                     swapping.set()
@@ -529,7 +601,9 @@ class Database:
                 # connection at the same time (a `read` from Trio may be in flight).
                 inline, jobs = self.costs.split_reads(jobs) if self._reads_in_flight == 0 else ([], jobs)
                 if inline:
+                    t0 = time.perf_counter()
                     self._settle_reads(inline, _read_many(reader._conn, [(fn, args) for fn, args, _ in inline]))
+                    _warn_if_stalled(f"{len(inline)} reads", time.perf_counter() - t0)
                 if not jobs:
                     if self._read_queue:
                         await asyncio.sleep(0)  # the next reads in a later turn: the loop runs in between

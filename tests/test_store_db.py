@@ -276,34 +276,70 @@ def _spy_applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.mark.trio
 async def test_short_batches_apply_on_the_event_loop_and_long_ones_on_the_writer_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No thread hop for a batch expected to be short; a batch expected to take longer than INLINE_APPLY_S
-    (a replay, a slow disk) goes to the writer's thread, so the event loop goes on meanwhile."""
+    """No thread hop for a batch expected to be short.  A freshly opened database (cold caches) applies its
+    first batches on the writer's thread, measuring them; a batch expected to take longer than INLINE_APPLY_S
+    (a replay, a slow disk, a spike lately) goes there too, so the event loop goes on meanwhile."""
     threads = _spy_applies(monkeypatch)
     loop_thread = threading.get_ident()
     async with trio_asyncio.open_loop():
         async with await Database.open(tmp_path / "n.db") as db:
-            await db.apply(log_entries(3))
-            assert threads == [loop_thread]
-            # A batch as big as INLINE_APPLY_S at the first guess of an entry's cost takes the thread.
-            big = int(db_module.INLINE_APPLY_S / db_module.APPLY_ENTRY_GUESS_S) + 1
-            fresh = await Database.open(tmp_path / "fresh.db")
-            try:
-                await fresh.apply(log_entries(big))
-                assert threads[-1] != loop_thread
-                assert await fresh.applied_index() == big + 2
-            finally:
-                await fresh.close()
-            # Batches measured as slow make the next one take the thread; measured as fast, it comes back.
-            db.costs.apply_entry_s = db_module.INLINE_APPLY_S
-            start = 6
-            results = await db.apply(log_entries(2, start=start))
-            assert threads[-1] != loop_thread and results[0].ok
-            for _ in range(60):
-                start += 4
-                await db.apply(log_entries(2, start=start))
+            index = 1
+            for _ in range(db_module.APPLY_PROBATION):
+                await db.apply(log_entries(1, start=index))
+                index += 3
+            assert loop_thread not in threads and len(threads) == db_module.APPLY_PROBATION
+            await db.apply(log_entries(1, start=index))
+            index += 3
             assert threads[-1] == loop_thread
-            assert await db.applied_index() == start + 3
-            assert db.costs.apply_entry_s < db_module.INLINE_APPLY_S / 4
+            # A batch bigger than INLINE_APPLY_S at the average cost per entry takes the thread.
+            big = int(db_module.INLINE_APPLY_S / db.costs.apply.per_entry()) + 1
+            await db.apply(log_entries(big, start=index))
+            index += big + 2
+            assert threads[-1] != loop_thread
+            # One slow batch (a checkpoint, say) sends the next ones to the thread; its peak decays as fast
+            # batches are measured there, and they come back.
+            db.costs.apply.learn(db_module.INLINE_APPLY_S * 1.5, 1)
+            await db.apply(log_entries(1, start=index))
+            index += 3
+            assert threads[-1] != loop_thread
+            for _ in range(80):
+                await db.apply(log_entries(1, start=index))
+                index += 3
+            assert threads[-1] == loop_thread
+            assert await db.applied_index() == index - 1
+
+            # An installed snapshot is another database: on probation again.
+            await db.snapshot(tmp_path / "s.db")
+            await db.install_snapshot(tmp_path / "s.db")
+            await db.apply(log_entries(1, start=index))
+            assert threads[-1] != loop_thread
+
+
+def test_a_batch_cost_spreads_a_spike_over_the_entries_and_remembers_it_for_a_while() -> None:
+    cost = db_module._ApplyCost(0.016, 64)
+    for _ in range(30):
+        cost.learn(0.016, 64)  # 0.25 ms per entry
+    cost.learn(0.030, 1)  # a checkpoint on a one-entry batch
+    assert cost.per_entry() < 0.0004  # not 30 ms per entry
+    assert cost.expected(1) == pytest.approx(0.030)  # but the next batches expect the spike, for a while
+    for _ in range(40):
+        cost.learn(0.0003, 1)
+    assert cost.expected(1) < 0.001 and cost.expected(64) > 0.01
+
+
+def test_a_cost_remembers_a_spike_for_a_while() -> None:
+    cost = db_module._Cost(0.001)
+    for _ in range(10):
+        cost.learn(0.001)
+    assert cost.expected() == pytest.approx(0.001)
+    cost.learn(0.1)  # one slow piece of work
+    assert cost.expected() == pytest.approx(0.1)
+    for _ in range(5):
+        cost.learn(0.001)
+    assert cost.expected() == pytest.approx(0.1 * db_module.PEAK_DECAY ** 5)
+    for _ in range(60):
+        cost.learn(0.001)
+    assert cost.expected() < 0.0015
 
 
 @pytest.mark.trio
@@ -342,7 +378,7 @@ async def test_known_short_reads_run_on_the_event_loop_and_others_on_the_reader_
             assert second == (loop_thread, 3)
             # A read function known to be slow keeps the thread.
             await aio_read(_other, "a")
-            db.costs.read_s[_other.__code__] = db_module.INLINE_READ_S * 2
+            db.costs.read(_other, db_module.INLINE_READ_S * 2)
             assert (await aio_read(_other, "b"))[0] != loop_thread
             # Reads made together: the short ones inline, the slow one on the thread, each its own answer.
             async with trio.open_nursery() as n:
