@@ -164,7 +164,7 @@ class NodeService(LeaderHintMixin, NodeBase):
             datas = [bytes(c) for c in propose_request.commands[:PROPOSE_BATCH_MAX]]
             if len(propose_request.commands) > PROPOSE_BATCH_MAX:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"at most {PROPOSE_BATCH_MAX} commands in one Propose")
-            # Checked together, so their reads share hops onto the reader's thread.
+            # Checked together, so their reads run together (one hop onto the reader's thread, or none).
             await asyncio.gather(*(check_forwarded(self.node, data, peer_ok=peer_ok) for data in datas))
             placed = await trio_call(self.node.propose_many, datas, 10.0)
             return ProposeResponse(results=[encode_result(r) for r, _ in placed], indexes=[i for _, i in placed])

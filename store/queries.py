@@ -1,7 +1,8 @@
-"""Read functions over a `sqlite3.Connection`, for `Database.read(fn, *args)` (the reader connection's thread).
+"""Read functions over a `sqlite3.Connection`, for `Database.read(fn, *args)` (on the reader connection's
+thread, or on the event loop's when the function is known to be quick).
 
 Each takes the connection first and returns plain immutable values (never a cursor or a live row), because
-the result crosses from the reader's thread to Trio.  `Database.read` wraps the call in a read transaction,
+the result may cross from the reader's thread to Trio.  `Database.read` wraps the call in a read transaction,
 so a function that runs several SELECTs sees one consistent state.
 """
 
