@@ -183,31 +183,30 @@ class _Cost:
 
 
 class _ApplyCost:
-    """The cost of applied batches: seconds per entry as the ratio of the moving averages of a batch's
-    seconds and entries (so a WAL checkpoint that lands on a one-entry batch is spread over the entries
-    whose pages it writes, as it should be), and the decaying peak of a whole batch's seconds (so after a
-    batch that took long -- a checkpoint of a big database, cold caches -- the next ones take the thread for
-    a while, whatever their size)."""
+    """The cost of applied batches: a batch's seconds as a `_Cost`, and the moving average of its entries.
+    Seconds per entry are the ratio of the two averages (so a WAL checkpoint that lands on a one-entry batch
+    is spread over the entries whose pages it writes, as it should be); the peak is a whole batch's (so after
+    a batch that took long -- a checkpoint of a big database, cold caches -- the next ones take the thread
+    for a while, whatever their size)."""
 
-    __slots__ = ("seconds", "entries", "peak")
+    __slots__ = ("batch", "entries")
 
     def __init__(self, seconds: float, entries: int) -> None:
-        self.seconds = self.peak = seconds
+        self.batch = _Cost(seconds)
         self.entries = float(entries)
 
     def learn(self, seconds: float, entries: int) -> None:
         """Take in one batch."""
-        self.seconds += COST_WEIGHT * (seconds - self.seconds)
+        self.batch.learn(seconds)
         self.entries += COST_WEIGHT * (entries - self.entries)
-        self.peak = max(seconds, self.peak * PEAK_DECAY)
 
     def per_entry(self) -> float:
         """Seconds per entry, on average."""
-        return self.seconds / self.entries
+        return self.batch.avg / self.entries
 
     def expected(self, entries: int) -> float:
         """What a batch of `entries` is expected to cost."""
-        return max(entries * self.per_entry(), self.peak)
+        return max(entries * self.per_entry(), self.batch.peak)
 
 
 class _Costs:
@@ -218,9 +217,10 @@ class _Costs:
     at one client, and under load the apply and the event loop fought over the GIL a statement at a time.
     So work expected to be short runs inline on the event loop's thread, as log saves do
     (actors.node.INLINE_SAVE_S): an applied batch by what batches have been costing, a read by what reads
-    of its function have.  A freshly opened database applies its first APPLY_PROBATION batches on its thread, and a read
-    function not measured yet takes the thread once.  Work that is slow, or was lately, keeps its thread, so
-    the event loop does not stall behind a big replay, a checkpoint-heavy database or a heavy query.
+    of its function have.  A freshly opened database applies its first APPLY_PROBATION batches on its
+    thread, and a read function not measured yet takes the thread once.  Work that is slow, or was lately,
+    keeps its thread, so the event loop does not stall behind a big replay, a checkpoint-heavy database or a
+    heavy query.
     """
 
     def __init__(self) -> None:
