@@ -613,7 +613,7 @@ class Database:
                     outcomes = await reader._execute(_read_many, reader._conn, [(fn, args) for fn, args, _ in jobs],
                                                      time.thread_time)
                 except Exception as e:  # noqa: BLE001 - the connection failed: every caller learns why
-                    outcomes = [(False, e, 0.0)] * len(jobs)
+                    outcomes = [(False, e, None)] * len(jobs)  # nothing measured, nothing to learn
                 finally:
                     self._read_done()
                 self._settle_reads(jobs, outcomes)
@@ -621,10 +621,11 @@ class Database:
             self._read_draining = False
 
     def _settle_reads(self, jobs: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
-                      outcomes: list[tuple[bool, Any, float]]) -> None:
-        """Hand each read its outcome, and learn what each cost."""
+                      outcomes: list[tuple[bool, Any, float | None]]) -> None:
+        """Hand each read its outcome, and learn what each cost (None: not measured)."""
         for (fn, _, fut), (ok, value, seconds) in zip(jobs, outcomes):
-            self.costs.read(fn, seconds)
+            if seconds is not None:
+                self.costs.read(fn, seconds)
             if not fut.done():
                 if ok:
                     fut.set_result(value)

@@ -431,3 +431,23 @@ async def test_no_inline_read_while_a_read_is_on_the_reader_thread(tmp_path: Pat
                 assert waiting == []  # queued behind the read on the thread, not run beside it
                 release.set()
             assert slow_result == [2] and waiting[0][1] == 2 and waiting[0][0] != loop_thread
+
+
+@pytest.mark.trio
+async def test_a_failed_hop_onto_the_reader_teaches_no_cost(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the reader's thread fails the whole hop, every caller gets the error, and the read function is not
+    taken to be free (which would send it inline next time, however slow it is)."""
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            aio_read = trio_asyncio.aio_as_trio(db.aio_read)
+
+            async def broken(*_: Any) -> Any:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            with monkeypatch.context() as m:  # undone before close, which needs the real one
+                m.setattr(db._reader, "_execute", broken)
+                with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+                    await aio_read(_where, "x")
+            assert db.costs.read_cost(_where) is None
+            assert (await aio_read(_where, "y"))[1] == 0  # the reader works again
