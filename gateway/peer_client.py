@@ -24,8 +24,7 @@ Cost: once the stream is open, a batch the peer's flow-control window takes is w
 no hop into asyncio (`_send_now`: the synchronous part of grpclib's own send).  Otherwise the whole batch
 crosses from Trio to asyncio in one hop.  Either way its envelopes go to the HTTP/2 stream as one DATA write
 (or as few as the peer's frame size allows), since grpclib would otherwise issue one socket write per
-message.  Envelopes are
-encoded by hand (gateway/peer_wire.py), never through betterproto objects.
+message.  Envelopes are encoded by hand (gateway/peer_wire.py), never through betterproto objects.
 
 With a cluster secret (`auth`, gateway/peer_auth.py) a new stream starts with an opening PeerAuth envelope,
 and each batch is preceded by a PeerAuth envelope whose MAC covers the batch: one HMAC per batch (a few

@@ -25,10 +25,11 @@ spawn.  The stream handler therefore receives on one asyncio task and delivers o
 arrived while the previous delivery was running goes to Trio in a single hop, so under load the number of
 hops is far below the number of messages.  With `deliver_now` (the node's Node.deliver_now) a batch needs
 no hop at all while the consensus inbox has room: the trio-asyncio loop runs inside a Trio task, so the
-asyncio side may hand it over with a memory channel's `send_nowait`.  We also tell grpclib to hand us raw message bytes (`RawBytes`)
-and decode them ourselves, so that malformed input becomes INVALID_ARGUMENT instead of a generic
-"Internal Server Error".  Stream envelopes are decoded by hand (gateway/peer_wire.py: no betterproto object
-is built for them); the unary calls and snapshot chunks, which are rare, still go through betterproto.
+asyncio side may hand it over with a memory channel's `send_nowait`.  We also tell grpclib to hand us raw
+message bytes (`RawBytes`) and decode them ourselves, so that malformed input becomes INVALID_ARGUMENT
+instead of a generic "Internal Server Error".  Stream envelopes are decoded by hand (gateway/peer_wire.py: no
+betterproto object is built for them); the unary calls and snapshot chunks, which are rare, still go through
+betterproto.
 """
 
 from __future__ import annotations

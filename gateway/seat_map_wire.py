@@ -2,8 +2,9 @@
 
 A coach's seat map is the heaviest reply of the read mix: 72 SeatInfo and about 20 Coach sub-messages.  Built
 as betterproto objects and encoded by the Rust codec it cost about 0.3 ms of a node's CPU (with its queries,
-SeatMap was half of the nodes' CPU in the benchmark's reads); from the cache below, 20-30 us.  Here each sub-message's bytes come from a small cache keyed by its values (a seat is
-(number, berth, free): a few hundred distinct ones on a whole network), so a reply is a join of cached pieces.
+SeatMap was half of the nodes' CPU in the benchmark's reads); from the cache below, 20-30 us.  Here each
+sub-message's bytes come from a small cache keyed by its values (a seat is (number, berth, free): a few
+hundred distinct ones on a whole network), so a reply is a join of cached pieces.
 
 `seat_map_reply(...)` returns an `EncodedSeatMap`: a SeatMapResponse whose wire form is fixed at construction.
 Only the server sends it (grpclib's codec and the Batch call both encode replies with `bytes()`); its fields
