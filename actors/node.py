@@ -974,6 +974,8 @@ class Node:
         for rs in job.read_states:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
+        # After the results are handed out: their callers need not wait for the copy.
+        await self.db.checkpoint_if_due()
         if not self._snapshotting and self._background is not None and self._snapshot_due():
             # In the background: copying a big database takes seconds, and applies go on meanwhile.
             self._snapshotting = True

@@ -49,6 +49,10 @@ class MemoryDatabase:
         await trio.lowlevel.checkpoint()
         return apply_batch(self.conn, [(int(i), int(k), bytes(d)) for i, k, d in batch])
 
+    async def checkpoint_if_due(self) -> bool:
+        """Match Database.checkpoint_if_due: an in-memory database has no WAL to copy."""
+        return False
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read function on the connection."""
         await trio.lowlevel.checkpoint()

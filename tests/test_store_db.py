@@ -451,3 +451,71 @@ async def test_a_failed_hop_onto_the_reader_teaches_no_cost(tmp_path: Path,
                     await aio_read(_where, "x")
             assert db.costs.read_cost(_where) is None
             assert (await aio_read(_where, "y"))[1] == 0  # the reader works again
+
+
+def _wal_pages(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size // 4096 if wal.exists() else 0
+
+
+@pytest.mark.trio
+async def test_the_wal_is_copied_into_the_database_after_batches_not_inside_their_commits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's own checkpoint ran inside the commit of the batch that crossed its line, and that batch's
+    callers waited for it; now the applier asks for one after handing out results, and the WAL stays about
+    CHECKPOINT_FRAMES pages long.  Without those calls SQLite's checkpoint is only a distant backstop."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_FRAMES", 40)
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "a.db") as db:
+            index, ran = 1, 0
+            for _ in range(60):
+                await db.apply(log_entries(4, start=index))
+                index += 6
+                ran += await db.checkpoint_if_due()
+            assert ran >= 5
+            assert _wal_pages(tmp_path / "a.db") < 4 * 40
+            assert await db.applied_index() == index - 1
+        async with await Database.open(tmp_path / "b.db") as db:
+            index = 1
+            for _ in range(60):
+                await db.apply(log_entries(4, start=index))
+                index += 6
+            assert _wal_pages(tmp_path / "b.db") > 4 * 40
+            assert _wal_pages(tmp_path / "b.db") < db_module.AUTOCHECKPOINT_BACKSTOP_FRAMES
+
+
+@pytest.mark.trio
+async def test_a_failed_checkpoint_is_logged_and_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(db_module, "CHECKPOINT_FRAMES", 10)
+    real = db_module._passive_checkpoint
+
+    def failing(conn: sqlite3.Connection) -> tuple[int, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "n.db") as db:
+            await db.apply(log_entries(5))
+            monkeypatch.setattr(db_module, "_passive_checkpoint", failing)
+            assert await db.checkpoint_if_due() is False
+            assert "WAL checkpoint" in caplog.text and "disk I/O error" in caplog.text
+            monkeypatch.setattr(db_module, "_passive_checkpoint", real)
+            assert await db.checkpoint_if_due() is True  # still due: the pages were never copied
+            assert await db.checkpoint_if_due() is False
+            assert (await db.read(queries.user_by_name, "user3")) is not None
+
+
+def test_wal_growth_is_learnt_from_what_each_checkpoint_found() -> None:
+    wal = db_module._WalGrowth()
+    wal.entries = 199
+    assert not wal.due()
+    wal.entries = 200
+    assert wal.due()  # the first guess: 5 pages an entry
+    wal.checkpointed(600, 600)
+    assert wal.frames_per_entry == 3.0 and wal.entries == 0 and not wal.due()
+    wal.entries = 200
+    wal.checkpointed(400, 350)  # a complete checkpoint before: the WAL started over, all 400 pages are new
+    assert wal.frames_per_entry == 2.0
+    wal.entries = 100
+    wal.checkpointed(500, 500)  # an incomplete one before: the WAL grew on from 400
+    assert wal.frames_per_entry == 1.0
