@@ -82,8 +82,6 @@ log = logging.getLogger("railraft.node")
 INBOX_SIZE = 4096
 PEER_QUEUE = 8192
 BATCH_MAX = 512
-# Scheduling rounds a replicator lets pass before sending a follower only news of a commit (see _replicator).
-COMMIT_NEWS_DEFER = 2
 DISK_RETRY_S = 0.5  # how often a write the disk refused (full, failing) is tried again
 # Snapshots of a database this big or bigger wait until the log since the last one is 1/SNAPSHOT_COPY_RATIO
 # of its size (Node._snapshot_due); smaller ones take a moment to copy and follow snapshot_entries alone.
@@ -669,20 +667,11 @@ class Node:
                 # entries that are committed AND already on this node's disk, so nothing here waits for this
                 # Ready's own writes (etcd applies in parallel the same way).  A commit index the database
                 # gets ahead of is fine on restart: RaftLog takes max(commit on disk, applied).
-                # Handed over before the Ready goes to the writer: callers wait for the apply, not for that.
+                # Bounded: if the applier lags, consensus waits below (backpressure).
                 self._pending_apply.append(ApplyEntries(tuple(rd.committed_entries), tuple(rd.read_states)))
-                await self._hand_to_applier()
             await self.writer_in.send(PersistReady(rd))
-        await self._hand_to_applier()
-
-    async def _hand_to_applier(self) -> None:
-        # Without a pause when the applier has room (a send that blocks would let other tasks run first);
-        # bounded: if the applier lags, consensus waits here (backpressure).
         for job in self._pending_apply:
-            try:
-                self.applier_in.send_nowait(job)
-            except trio.WouldBlock:
-                await self.applier_in.send(job)
+            await self.applier_in.send(job)
         self._pending_apply.clear()
 
     def _on_soft_state(self, leader: int, role: Role) -> None:
@@ -766,11 +755,6 @@ class Node:
                 except trio.WouldBlock:
                     break
             self.crash.maybe_crash(name)
-            if all(m.type == MsgType.APP and not m.entries for m in batch):
-                # Only news of a commit: this node's applier was handed the same commit in the same step, and
-                # its callers are waiting for it; the follower has nobody waiting.  Let the applier go first.
-                for _ in range(COMMIT_NEWS_DEFER):
-                    await trio.lowlevel.checkpoint()
             plain = [m for m in batch if m.type != MsgType.SNAP]
             snaps = [m for m in batch if m.type == MsgType.SNAP]
             try:

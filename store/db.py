@@ -29,13 +29,12 @@ apply that "was cancelled" but committed would otherwise leave the applier unsur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -515,7 +514,7 @@ class Database:
         entries = [(int(index), int(kind), bytes(data)) for index, kind, data in batch]
         _fault_disk_full()
         with trio.CancelScope(shield=True):
-            async with self._writing():
+            async with self._write_lock:
                 writer = self._require_writer()
                 self._wal.entries += len(entries)
                 if self.costs.apply_inline(len(entries)):
@@ -526,23 +525,9 @@ class Database:
                         seconds = time.perf_counter() - t0
                         self.costs.applied(len(entries), seconds)
                         _warn_if_stalled(f"applying {len(entries)} entries", seconds)
-                        await trio.lowlevel.cancel_shielded_checkpoint()  # afterwards, the others' turn
                 results, seconds = await _on_thread(writer, _timed_apply, entries)
                 self.costs.applied(len(entries), seconds)
                 return results
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        # The write lock, taken without a pause when it is free: a batch applied inline then runs before the
-        # tasks woken with it (sending the followers news of the same commit), not after them.
-        try:
-            self._write_lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._write_lock.acquire()
-        try:
-            yield
-        finally:
-            self._write_lock.release()
 
     async def checkpoint_if_due(self) -> bool:
         """Copy the WAL's pages into the database file once about CHECKPOINT_FRAMES were written since the last
