@@ -175,6 +175,9 @@ class NodeObserver:
     def applied(self, seconds: float, entries: int) -> None:
         """One batch of `entries` committed entries went through the state machine in `seconds`."""
 
+    def checkpointed(self, seconds: float) -> None:
+        """The database copied its WAL into its main file (between two batches), in `seconds`."""
+
     def peer_error(self, peer: int) -> None:
         """A send to `peer` failed (unreachable, RPC error)."""
 
@@ -975,7 +978,9 @@ class Node:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
         # After the results are handed out: their callers need not wait for the copy.
-        await self.db.checkpoint_if_due()
+        t0 = time.perf_counter()
+        if await self.db.checkpoint_if_due():
+            self.metrics.checkpointed(time.perf_counter() - t0)
         if not self._snapshotting and self._background is not None and self._snapshot_due():
             # In the background: copying a big database takes seconds, and applies go on meanwhile.
             self._snapshotting = True

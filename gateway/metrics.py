@@ -20,6 +20,8 @@ nodes in one test process do not collide):
     railraft_applied_entries_total                     entries applied to the state machine
     railraft_fsync_seconds                             histogram: one durable write (append + fsync) of a batch
     railraft_apply_seconds                             histogram: one applied batch (one SQLite transaction)
+    railraft_wal_checkpoint_seconds                    histogram: one copy of the database's WAL into its file
+                                                       (between batches; the applier waits for it)
     railraft_peer_rpc_errors_total{peer}               failed sends to a peer (unreachable, snapshot failed)
     railraft_leader_changes_total                      new leaders this node has seen
     railraft_snapshot_bytes{kind="taken|sent|installed"}  histogram of snapshot file sizes
@@ -82,6 +84,9 @@ class NodeMetrics(NodeObserver):
         self.apply_seconds = Histogram("railraft_apply_seconds",
                                        "Applying one batch of committed entries (one SQLite transaction)",
                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.checkpoint_seconds = Histogram("railraft_wal_checkpoint_seconds",
+                                            "Copying the database's WAL into its file, between two applied batches",
+                                            buckets=LATENCY_BUCKETS, registry=r)
         self.peer_errors = Counter("railraft_peer_rpc_errors", "Failed sends to a peer", ["peer"], registry=r)
         self.leader_changes = Counter("railraft_leader_changes", "New leaders this node has seen", registry=r)
         self.snapshot_bytes = Histogram("railraft_snapshot_bytes", "Size of snapshots taken, sent or installed",
@@ -119,6 +124,9 @@ class NodeMetrics(NodeObserver):
     def applied(self, seconds: float, entries: int) -> None:
         self.apply_seconds.observe(seconds)
         self.applied_entries.inc(entries)
+
+    def checkpointed(self, seconds: float) -> None:
+        self.checkpoint_seconds.observe(seconds)
 
     def peer_error(self, peer: int) -> None:
         child = self._peer_errors.get(peer)

@@ -123,6 +123,36 @@ class MetricCluster:
                 await trio.sleep(0.05)
 
 
+class _CheckpointingDatabase(MemoryDatabase):
+    """A database with a WAL checkpoint due after every batch."""
+
+    checkpoints = 0
+
+    async def checkpoint_if_due(self) -> bool:
+        await trio.sleep(0.03)
+        self.checkpoints += 1
+        return True
+
+
+@pytest.mark.trio
+async def test_wal_checkpoints_between_batches_are_timed(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
+    """An operator sees how often, and for how long, copying the WAL stops a node's applier."""
+    async with trio.open_nursery() as nursery:
+        c = MetricCluster(nursery, tmp_path)
+        c.db = {i: _CheckpointingDatabase() for i in c.ids}
+        for i in c.ids:
+            await c.start(i)
+        ld = await c.leader()
+        for k in range(3):
+            assert (await ld.propose(register(k), timeout=5))[0].ok
+        await c.settle(c.ids)
+        for i in c.ids:
+            m = scrape_registry(c.metrics[i])
+            assert value(m, "railraft_wal_checkpoint_seconds_count") == c.db[i].checkpoints >= 3
+            assert value(m, "railraft_wal_checkpoint_seconds_sum") > 0
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.trio
 async def test_collector_and_hooks_follow_the_node(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
@@ -158,6 +188,7 @@ async def test_collector_and_hooks_follow_the_node(autojump_clock: trio.abc.Cloc
             assert value(ai, "railraft_last_log_index") >= value(ai, "railraft_commit_index")
             assert value(ai, "railraft_applied_entries_total") - value(bi, "railraft_applied_entries_total") >= 25
             assert value(ai, "railraft_persisted_entries_total") - value(bi, "railraft_persisted_entries_total") >= 25
+            assert value(ai, "railraft_wal_checkpoint_seconds_count") == 0  # an in-memory database has no WAL
             # batches, not entries: fewer observations than entries is fine, none is not
             assert value(ai, "railraft_fsync_seconds_count") > value(bi, "railraft_fsync_seconds_count")
             assert value(ai, "railraft_apply_seconds_count") > value(bi, "railraft_apply_seconds_count")
