@@ -20,6 +20,8 @@ from store import queries
 from store.commands import RegisterUser, encode_command
 from store.memdb import MemoryDatabase
 
+from .checkpoint_spy import CheckpointSpyDatabase
+
 pytestmark = pytest.mark.trio
 
 
@@ -377,33 +379,20 @@ async def test_deliver_now_takes_messages_until_the_consensus_inbox_is_full(
     assert node.deliver_now(beats[2])
 
 
-class SlowCheckpointDatabase(MemoryDatabase):
-    """A database whose WAL checkpoint, once `slow`, is always due and takes 5 s."""
-
-    slow = False
-    checkpoints = 0
-
-    async def checkpoint_if_due(self) -> bool:
-        if not self.slow:
-            return False
-        self.checkpoints += 1
-        await trio.sleep(5)
-        return True
-
-
 async def test_callers_get_their_results_before_the_wal_checkpoint_that_follows(
         autojump_clock: trio.abc.Clock, tmp: Path) -> None:
     """The applier copies the WAL after handing out a batch's results, not before: a slow checkpoint (a big
     database's) holds up the next batches, never the callers of the one it follows."""
     async with trio.open_nursery() as nursery:
         c = Cluster(nursery, tmp)
-        c.db = {i: SlowCheckpointDatabase() for i in c.ids}
+        c.db = {i: CheckpointSpyDatabase() for i in c.ids}
         for i in c.ids:
+            c.db[i].due = False
             await c.start(i)
         ld = await c.leader()
         await c.settle()
         db = c.db[ld.id]
-        db.slow = True
+        db.due, db.seconds = True, 5.0  # a big database's checkpoint, due after every batch
         start = trio.current_time()
         res, _ = await ld.propose(register(1), timeout=4)
         assert res.ok and trio.current_time() - start < 1.0

@@ -37,6 +37,7 @@ from raft.types import Role
 from store.commands import RegisterUser, encode_command
 from store.memdb import MemoryDatabase
 
+from .checkpoint_spy import CheckpointSpyDatabase
 from .cluster_harness import ROOT, ProcessCluster, free_port_range, free_ports, port_is_free, wait_until
 
 
@@ -123,23 +124,12 @@ class MetricCluster:
                 await trio.sleep(0.05)
 
 
-class _CheckpointingDatabase(MemoryDatabase):
-    """A database with a WAL checkpoint due after every batch."""
-
-    checkpoints = 0
-
-    async def checkpoint_if_due(self) -> bool:
-        await trio.sleep(0.03)
-        self.checkpoints += 1
-        return True
-
-
 @pytest.mark.trio
 async def test_wal_checkpoints_between_batches_are_timed(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
     """An operator sees how often, and for how long, copying the WAL stops a node's applier."""
     async with trio.open_nursery() as nursery:
         c = MetricCluster(nursery, tmp_path)
-        c.db = {i: _CheckpointingDatabase() for i in c.ids}
+        c.db = {i: CheckpointSpyDatabase() for i in c.ids}  # a checkpoint after every batch
         for i in c.ids:
             await c.start(i)
         ld = await c.leader()
