@@ -176,7 +176,7 @@ class NodeObserver:
         """One batch of `entries` committed entries went through the state machine in `seconds`."""
 
     def checkpointed(self, seconds: float) -> None:
-        """The database copied its WAL into its main file (between two batches), in `seconds`."""
+        """The database copied its WAL into its main file, which held up applies for `seconds`."""
 
     def peer_error(self, peer: int) -> None:
         """A send to `peer` failed (unreachable, RPC error)."""
@@ -226,6 +226,7 @@ class Node:
         self._save_avg_s = 0.0  # moving average of inline log saves
         self._background: trio.Nursery | None = None  # where snapshots are taken (set by run)
         self._snapshotting = False
+        self._checkpointing = False  # a WAL checkpoint is running in the background
         self.metrics = metrics if metrics is not None else NO_OBSERVER
         self.addresses: dict[int, tuple[str, int]] = dict(settings.peers)
         self.addresses[self.id] = (settings.host, settings.port)
@@ -977,10 +978,11 @@ class Node:
         for rs in job.read_states:
             self.read_queue.append((rs.index, rs.context))
         self._release_reads()
-        # After the results are handed out: their callers need not wait for the copy.
-        t0 = time.perf_counter()
-        if await self.db.checkpoint_if_due():
-            self.metrics.checkpointed(time.perf_counter() - t0)
+        if not self._checkpointing and self._background is not None and self.db.checkpoint_due():
+            # In the background, after the results are handed out: applies go on while most of the WAL is
+            # copied, and only the last pages of it hold them up.
+            self._checkpointing = True
+            self._background.start_soon(self._checkpoint_in_background)
         if not self._snapshotting and self._background is not None and self._snapshot_due():
             # In the background: copying a big database takes seconds, and applies go on meanwhile.
             self._snapshotting = True
@@ -1019,6 +1021,18 @@ class Node:
             pass  # the node is stopping
         finally:
             self._snapshotting = False
+
+    async def _checkpoint_in_background(self) -> None:
+        """Copy the WAL into the database file once (a failure is logged by the database: the next applied
+        batch tries again)."""
+        try:
+            held_up = await self.db.checkpoint()
+            if held_up is not None:
+                self.metrics.checkpointed(held_up)
+        except DatabaseClosedError:
+            pass  # the node is stopping
+        finally:
+            self._checkpointing = False
 
     def _after_apply_hooks(self, entries: list[Entry], results: list[Any]) -> None:
         """Learn addresses from the replicated address book as it is applied."""

@@ -20,8 +20,9 @@ nodes in one test process do not collide):
     railraft_applied_entries_total                     entries applied to the state machine
     railraft_fsync_seconds                             histogram: one durable write (append + fsync) of a batch
     railraft_apply_seconds                             histogram: one applied batch (one SQLite transaction)
-    railraft_wal_checkpoint_seconds                    histogram: one copy of the database's WAL into its file
-                                                       (between batches; the applier waits for it)
+    railraft_wal_checkpoint_seconds                    histogram: how long one copy of the database's WAL into
+                                                       its file held up the applier (its last pages, between
+                                                       two batches; the rest is copied while applies go on)
     railraft_peer_rpc_errors_total{peer}               failed sends to a peer (unreachable, snapshot failed)
     railraft_leader_changes_total                      new leaders this node has seen
     railraft_snapshot_bytes{kind="taken|sent|installed"}  histogram of snapshot file sizes
@@ -85,7 +86,7 @@ class NodeMetrics(NodeObserver):
                                        "Applying one batch of committed entries (one SQLite transaction)",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.checkpoint_seconds = Histogram("railraft_wal_checkpoint_seconds",
-                                            "Copying the database's WAL into its file, between two applied batches",
+                                            "How long copying the database's WAL into its file held up applies",
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.peer_errors = Counter("railraft_peer_rpc_errors", "Failed sends to a peer", ["peer"], registry=r)
         self.leader_changes = Counter("railraft_leader_changes", "New leaders this node has seen", registry=r)

@@ -14,8 +14,8 @@ Two connections:
   It is `query_only`, so a read function can never change replicated state.
 
 `snapshot` copies the database on a third connection, opened for the copy, so applies go on meanwhile.
-`checkpoint_if_due` copies the WAL into the database file between batches (SQLite's own checkpoint, inside a
-commit, is only a backstop).
+`checkpoint` copies the WAL into the database file, mostly on a connection of its own while applies go on
+(SQLite's own checkpoint, inside a commit, is only a backstop).
 
 Every call is ONE hop onto the connection's thread that runs a whole synchronous function there (a batch, a
 query function), not one await per SQL statement: a thread hop costs far more than a SQLite statement.  Work
@@ -60,7 +60,7 @@ APPLY_PROBATION = 16  # batches a freshly opened database applies on its thread 
 COST_WEIGHT = 0.2  # weight of the newest measurement in a moving average
 PEAK_DECAY = 0.9  # a cost's peak shrinks by this factor with each new measurement
 INLINE_STALL_WARN_S = 0.2  # inline work that took longer than this is logged
-# WAL checkpoints (see Database.checkpoint_if_due): one is due once about this many pages were written to the
+# WAL checkpoints (see Database.checkpoint): one is due once about this many pages were written to the
 # WAL since the last one (SQLite's own default); SQLite's automatic checkpoint stays as a backstop, for a
 # writer nobody checkpoints.  The first estimate of pages per applied entry, until a checkpoint measures it.
 CHECKPOINT_FRAMES = 1000
@@ -424,6 +424,17 @@ def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return wal_frames, done
 
 
+def _copy_wal(path: str) -> None:
+    """The long part of a checkpoint, on a connection of its own (in a worker thread): a passive checkpoint
+    copies the WAL's pages into the main file without waiting for the writer, who goes on appending."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        schema.configure(conn)  # the writer's synchronous setting: the copy is fsynced as the writer's would be
+        _passive_checkpoint(conn)
+    finally:
+        conn.close()
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     # Move everything from the WAL into the main file and truncate the WAL, so the main file alone is the
     # complete database before it is replaced.
@@ -529,27 +540,37 @@ class Database:
                 self.costs.applied(len(entries), seconds)
                 return results
 
-    async def checkpoint_if_due(self) -> bool:
-        """Copy the WAL's pages into the database file once about CHECKPOINT_FRAMES were written since the last
-        copy (a passive checkpoint, on the writer's thread); return whether one ran.
+    def checkpoint_due(self) -> bool:
+        """Whether about CHECKPOINT_FRAMES pages were written to the WAL since the last checkpoint."""
+        return self._writer is not None and self._wal.due()
 
-        The applier calls this after handing out a batch's results.  Left to SQLite, the checkpoint ran inside
-        the commit of whichever batch crossed the line, so that batch's callers waited for it: 100-160 ms
-        with a million bookings stored.  A checkpoint that fails (disk full) is logged and tried again after
-        the next batch: it loses nothing, the pages stay in the WAL.
+    async def checkpoint(self) -> float | None:
+        """Copy the WAL's pages into the database file; return how long applies were held up for it, or None
+        if the copy failed (it is logged and loses nothing: the pages stay in the WAL; try again later).
+
+        Most pages are copied on a connection of its own while applies go on; then the writer copies the few
+        appended meanwhile, between two batches, so the copy is complete and the next batch starts the WAL
+        over (a copy beside a busy writer alone never catches up, and the WAL grows to SQLite's backstop).
+        The node runs this in the background once `checkpoint_due`.  Left to SQLite, the checkpoint ran
+        inside the commit of whichever batch crossed the line, and that batch's callers waited for all of it:
+        100-160 ms with a million bookings stored.
         """
-        if not self._wal.due() or self._writer is None:
-            return False
         with trio.CancelScope(shield=True):
-            async with self._write_lock:
-                writer = self._require_writer()
+            # Not while a snapshot is installed: no connection of the copy may outlive the file it is on.
+            async with self._copy_lock:
+                self._require_writer()
                 try:
-                    wal_frames, done = await _on_thread(writer, _passive_checkpoint)
+                    await trio.to_thread.run_sync(_copy_wal, self.path)
+                    async with self._write_lock:
+                        writer = self._require_writer()
+                        t0 = time.perf_counter()
+                        wal_frames, done = await _on_thread(writer, _passive_checkpoint)
+                        held_up = time.perf_counter() - t0
                 except (OSError, sqlite3.Error) as e:
                     log.warning("WAL checkpoint of %s failed (tried again after the next batch): %s", self.path, e)
-                    return False
+                    return None
         self._wal.checkpointed(wal_frames, done)
-        return True
+        return held_up
 
     async def snapshot(self, dest_path: str | os.PathLike[str]) -> int:
         """Write a consistent, fsynced copy of the database to `dest_path`; return the applied index it holds.

@@ -49,9 +49,13 @@ class MemoryDatabase:
         await trio.lowlevel.checkpoint()
         return apply_batch(self.conn, [(int(i), int(k), bytes(d)) for i, k, d in batch])
 
-    async def checkpoint_if_due(self) -> bool:
-        """Match Database.checkpoint_if_due: an in-memory database has no WAL to copy."""
+    def checkpoint_due(self) -> bool:
+        """Match Database.checkpoint_due: an in-memory database has no WAL to copy."""
         return False
+
+    async def checkpoint(self) -> float | None:
+        """Match Database.checkpoint: nothing to copy, nothing held up."""
+        return 0.0
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read function on the connection."""

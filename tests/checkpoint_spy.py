@@ -8,15 +8,18 @@ from store.memdb import MemoryDatabase
 
 
 class CheckpointSpyDatabase(MemoryDatabase):
-    """MemoryDatabase whose `checkpoint_if_due`, while `due`, runs one "checkpoint" of `seconds` (Trio time)."""
+    """MemoryDatabase whose checkpoint is due while `due`; each one takes `seconds` (Trio time), and holds up
+    applies for `held_up` of them, as the real one does for its last pages."""
 
     due = True
     seconds = 0.0
+    held_up = 0.001
     checkpoints = 0
 
-    async def checkpoint_if_due(self) -> bool:
-        if not self.due:
-            return False
-        self.checkpoints += 1
+    def checkpoint_due(self) -> bool:
+        return self.due
+
+    async def checkpoint(self) -> float | None:
         await trio.sleep(self.seconds)
-        return True
+        self.checkpoints += 1
+        return self.held_up

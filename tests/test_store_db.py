@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -462,8 +463,8 @@ def _wal_pages(path: Path) -> int:
 async def test_the_wal_is_copied_into_the_database_after_batches_not_inside_their_commits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite's own checkpoint ran inside the commit of the batch that crossed its line, and that batch's
-    callers waited for it; now the applier asks for one after handing out results, and the WAL stays about
-    CHECKPOINT_FRAMES pages long.  Without those calls SQLite's checkpoint is only a distant backstop."""
+    callers waited for it; now the node asks for one once it is due, and the WAL stays about CHECKPOINT_FRAMES
+    pages long.  Without those calls SQLite's checkpoint is only a distant backstop."""
     monkeypatch.setattr(db_module, "CHECKPOINT_FRAMES", 40)
     async with trio_asyncio.open_loop():
         async with await Database.open(tmp_path / "a.db") as db:
@@ -471,8 +472,11 @@ async def test_the_wal_is_copied_into_the_database_after_batches_not_inside_thei
             for _ in range(60):
                 await db.apply(log_entries(4, start=index))
                 index += 6
-                ran += await db.checkpoint_if_due()
-            assert ran >= 5
+                if db.checkpoint_due():
+                    held_up = await db.checkpoint()
+                    assert held_up is not None and held_up >= 0
+                    ran += 1
+            assert ran >= 5 and not db.checkpoint_due()
             assert _wal_pages(tmp_path / "a.db") < 4 * 40
             assert await db.applied_index() == index - 1
         async with await Database.open(tmp_path / "b.db") as db:
@@ -482,6 +486,63 @@ async def test_the_wal_is_copied_into_the_database_after_batches_not_inside_thei
                 index += 6
             assert _wal_pages(tmp_path / "b.db") > 4 * 40
             assert _wal_pages(tmp_path / "b.db") < db_module.AUTOCHECKPOINT_BACKSTOP_FRAMES
+
+
+def _wal_salt(path: Path) -> bytes:
+    """The WAL header's salts: SQLite changes them each time the WAL starts over from its first page."""
+    with open(f"{path}-wal", "rb") as f:
+        return f.read(24)[16:24]
+
+
+@pytest.mark.trio
+async def test_applies_go_on_while_the_wal_is_copied_and_the_wal_still_starts_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most of the WAL is copied on a connection of its own while batches are applied; the writer then copies
+    what was committed after that copy began, so every checkpoint is complete and the WAL starts over instead
+    of growing to the backstop (a copy beside a busy writer alone never catches up with it)."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_FRAMES", 40)
+    real_copy = db_module._copy_wal
+
+    def overlapped_copy(path: str) -> None:
+        # A commit lands while the copy runs, as one always does at a million bookings (the copy takes 30 ms):
+        # a read transaction keeps the copy from reaching it, and then ends.
+        pin = sqlite3.connect(path, isolation_level=None)
+        pin.execute("BEGIN")
+        pin.execute("SELECT COUNT(*) FROM meta").fetchone()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("PRAGMA busy_timeout = 10000")
+        other.execute("UPDATE meta SET value = value WHERE key = 'clock_ms'")  # changes nothing
+        other.close()
+        real_copy(path)
+        pin.close()
+        time.sleep(0.05)  # and batches are applied meanwhile
+
+    monkeypatch.setattr(db_module, "_copy_wal", overlapped_copy)
+    async with trio_asyncio.open_loop():
+        async with await Database.open(tmp_path / "a.db") as db:
+            index, copies, applied_while_copying, restarts = 1, [], 0, 0
+            copying = False
+
+            async def copy() -> None:
+                nonlocal copying
+                copies.append(await db.checkpoint())
+                copying = False
+
+            async with trio.open_nursery() as nursery:
+                salt = b""
+                while len(copies) < 5:
+                    await db.apply(log_entries(4, start=index))
+                    index += 6
+                    restarts += salt != (salt := _wal_salt(tmp_path / "a.db"))
+                    applied_while_copying += copying
+                    if not copying and db.checkpoint_due():
+                        copying = True
+                        nursery.start_soon(copy)
+                    await trio.sleep(0.002)
+            assert all(c is not None for c in copies)
+            assert applied_while_copying >= 5 * 5  # about 20 batches in each copy's 50 ms
+            assert restarts >= len(copies)  # its first page, then after every copy but the last (copying alone: 2-3)
+            assert await db.applied_index() == index - 1
 
 
 @pytest.mark.trio
@@ -496,12 +557,14 @@ async def test_a_failed_checkpoint_is_logged_and_tried_again(
     async with trio_asyncio.open_loop():
         async with await Database.open(tmp_path / "n.db") as db:
             await db.apply(log_entries(5))
+            assert db.checkpoint_due()
             monkeypatch.setattr(db_module, "_passive_checkpoint", failing)
-            assert await db.checkpoint_if_due() is False
+            assert await db.checkpoint() is None
             assert "WAL checkpoint" in caplog.text and "disk I/O error" in caplog.text
+            assert db.checkpoint_due()  # still due: the pages were never copied
             monkeypatch.setattr(db_module, "_passive_checkpoint", real)
-            assert await db.checkpoint_if_due() is True  # still due: the pages were never copied
-            assert await db.checkpoint_if_due() is False
+            assert await db.checkpoint() is not None
+            assert not db.checkpoint_due()
             assert (await db.read(queries.user_by_name, "user3")) is not None
 
 
