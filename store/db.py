@@ -287,31 +287,33 @@ class _Costs:
 
 
 class _WalGrowth:
-    """How many pages the WAL has grown by since the last checkpoint, estimated from the entries applied since
-    then and the pages per entry the last checkpoint found (SQLite's Python module does not report the WAL's
-    size on each commit)."""
+    """How many pages the WAL has grown by since the last complete checkpoint, estimated from the entries applied
+    since then and the pages per entry the WAL held when last looked at (SQLite's Python module does not report
+    the WAL's size on each commit)."""
 
-    __slots__ = ("entries", "frames_per_entry", "_last")
+    __slots__ = ("entries", "frames_per_entry", "_carried")
 
     def __init__(self) -> None:
         self.entries = 0
         self.frames_per_entry = FRAMES_PER_ENTRY_GUESS
-        self._last: tuple[int, int] | None = None  # the last checkpoint's (WAL pages, pages checkpointed)
+        self._carried = 0  # pages left in the WAL by an incomplete checkpoint (counted before)
 
     def due(self) -> bool:
-        """Whether about CHECKPOINT_FRAMES pages were written since the last checkpoint."""
+        """Whether about CHECKPOINT_FRAMES pages were written since the last complete checkpoint."""
         return self.entries * self.frames_per_entry >= CHECKPOINT_FRAMES
 
+    def learn(self, wal_frames: int, entries: int) -> None:
+        """The WAL held `wal_frames` pages when `entries` entries had been applied since the last checkpoint."""
+        grown = wal_frames - self._carried
+        if entries > 0 and grown > 0:
+            self.frames_per_entry = grown / entries
+
     def checkpointed(self, wal_frames: int, done: int) -> None:
-        """Learn from a checkpoint that found `wal_frames` pages in the WAL and copied `done` of them."""
-        # After a complete checkpoint the next write starts the WAL over, so its pages are all new; after an
-        # incomplete one (a reader still on old pages) it went on growing from where it was.
-        last = self._last
-        grown = wal_frames if last is None or last[0] == last[1] or wal_frames < last[0] else wal_frames - last[0]
-        if self.entries and grown > 0:
-            self.frames_per_entry = grown / self.entries
+        """A checkpoint found `wal_frames` pages in the WAL and copied `done` of them."""
+        # After a complete checkpoint the next write starts the WAL over; after an incomplete one (a reader
+        # still on old pages) it goes on growing from where it was.
         self.entries = 0
-        self._last = (wal_frames, done)
+        self._carried = 0 if done >= wal_frames else wal_frames
 
 
 def _warn_if_stalled(what: str, seconds: float) -> None:
@@ -424,13 +426,13 @@ def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return wal_frames, done
 
 
-def _copy_wal(path: str) -> None:
+def _copy_wal(path: str) -> tuple[int, int]:
     """The long part of a checkpoint, on a connection of its own (in a worker thread): a passive checkpoint
     copies the WAL's pages into the main file without waiting for the writer, who goes on appending."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         schema.configure(conn)  # the writer's synchronous setting: the copy is fsynced as the writer's would be
-        _passive_checkpoint(conn)
+        return _passive_checkpoint(conn)
     finally:
         conn.close()
 
@@ -560,7 +562,11 @@ class Database:
             async with self._copy_lock:
                 self._require_writer()
                 try:
-                    await trio.to_thread.run_sync(_copy_wal, self.path)
+                    entries = self._wal.entries
+                    wal_frames, _ = await trio.to_thread.run_sync(_copy_wal, self.path)
+                    # Learnt here, not from the writer's part: a copy that caught up with the writer lets the
+                    # next batch start the WAL over before that part, which then sees only the newest pages.
+                    self._wal.learn(wal_frames, entries)
                     async with self._write_lock:
                         writer = self._require_writer()
                         t0 = time.perf_counter()
