@@ -429,9 +429,10 @@ def _passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
 def _copy_wal(path: str) -> tuple[int, int]:
     """The long part of a checkpoint, on a connection of its own (in a worker thread): a passive checkpoint
     copies the WAL's pages into the main file without waiting for the writer, who goes on appending."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    # Configured as every connection is (synchronous: the copy is fsynced as the writer's would be), and
+    # query_only: a checkpoint copies pages, it never changes the database.
+    conn = schema.connect(path, reader=True)
     try:
-        schema.configure(conn)  # the writer's synchronous setting: the copy is fsynced as the writer's would be
         return _passive_checkpoint(conn)
     finally:
         conn.close()
