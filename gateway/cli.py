@@ -219,7 +219,7 @@ def run_node_process(settings: Any, ctx: _NodeContext | None = None,
 
                 async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                     await serve_node(settings, task_status=task_status, crash_injector=injector,
-                                     metrics_port=metrics_port, on_node=attach)
+                                     metrics_port=metrics_port, on_node=attach, settle_heap=True)
                     nursery.cancel_scope.cancel()  # stopped by a signal: end the hook task too
 
                 await nursery.start(serve)

@@ -32,7 +32,7 @@ from actors.supervisor import ActorCrashInjector, EscalationError
 from store.db import Database
 from store.payments import SimulatedProvider
 
-from . import aio_loop
+from . import aio_loop, heap
 from .booking_core import BookingCore
 from .booking_service import BookingService
 from .grpc_server import serve_grpc
@@ -83,12 +83,14 @@ def settings_for(cfg: ClusterConfig, node_id: int, join: bool = False, host: str
 
 async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGNORED,
                      crash_injector: ActorCrashInjector | None = None, metrics_port: int | None = None,
-                     on_node: Callable[[Node], None] | None = None, cluster_secret: bytes | None = None) -> None:
+                     on_node: Callable[[Node], None] | None = None, cluster_secret: bytes | None = None,
+                     settle_heap: bool = False) -> None:
     """Run a node until cancelled or signalled.  Must run inside `trio_asyncio.open_loop()`.
 
     `metrics_port`: serve Prometheus metrics on settings.host at that port (None/negative: off; 0: any free
     port, tests).  `on_node` is called with the Node as soon as it exists (log records then carry its term).
     `cluster_secret` (default: the settings', see RunSettings) authenticates the peer traffic.
+    `settle_heap`: the node owns its process -- once it serves, settle the garbage collector (gateway/heap.py).
     """
     # A leaked-and-closed grpclib Channel must not stop the node (gateway/aio_loop.py).
     aio_loop.keep_serving_on_reports(trio_asyncio.current_loop.get())
@@ -145,6 +147,10 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
             # Leader-only chores (hold expiry, refund payouts, the first admin): runs on every node for its
             # whole life and acts only while this node leads, so it follows leadership around by itself.
             await nursery.start(Housekeeper(node, provider, HousekeepingSettings.from_env()).run)
+            if settle_heap:
+                settled = heap.settle()
+                log.info("node %d: heap settled: %d start-up objects frozen, young generation collected every %d "
+                         "allocations", settings.id, settled.frozen, settled.young_threshold)
             task_status.started(node)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for sig in signals:
@@ -176,7 +182,7 @@ def run_node(settings: NodeSettings, metrics_port: int | None = None) -> int:
 
     async def main() -> None:
         async with trio_asyncio.open_loop():
-            await serve_node(settings, metrics_port=metrics_port)
+            await serve_node(settings, metrics_port=metrics_port, settle_heap=True)
 
     return run_to_exit_code(main, settings.id)
 

@@ -18,7 +18,7 @@ import trio_asyncio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from gateway import aio_loop
+from gateway import aio_loop, heap
 from gateway.client import parse_addresses
 
 from .app import DEFAULT_SECRET_FILE, create_app
@@ -53,6 +53,7 @@ async def run(args: argparse.Namespace) -> None:
     aio_loop.install()  # asyncio callbacks run in bursts, not one per Trio turn (gateway/aio_loop.py)
     async with trio_asyncio.open_loop() as loop:
         aio_loop.keep_serving_on_reports(loop)  # a leaked-and-closed grpclib Channel must not stop the app
+        heap.settle()  # the app and its client are built: keep them out of the collector's way (gateway/heap.py)
         try:
             print(f"railraft web app on http://{args.host}:{args.port}/ (cluster {args.nodes})", flush=True)
             await serve(app, config, shutdown_trigger=wait_for_stop_signal)
