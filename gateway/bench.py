@@ -109,6 +109,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import heap
 from .ports import free_ports, port_is_free
 
 # ============================================================================================ constants
@@ -563,6 +564,7 @@ async def _worker_async(conn: Any, static: dict[str, Any], counter: Any) -> None
             await rr.status(timeout=5.0)  # find the leader, open the channels
         except Exception:  # noqa: BLE001 - the calls will discover it themselves
             pass
+        heap.settle()  # a long-lived client process too: its start-up objects out of the collector's way
         conn.send(("ready", os.getpid()))
         while True:
             msg = await _recv(conn)
