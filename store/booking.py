@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from . import civil, rules, tariff
+from . import civil, facts, rules, tariff
 from .commands import (
     ALREADY_EXISTS,
     FAILED_PRECONDITION,
@@ -252,8 +252,12 @@ def berth_of(berths: Sequence[str], seat_no: int) -> str:
     return berths[(seat_no - 1) % len(berths)]
 
 
-def run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str | None = None) -> list[Coach]:
-    """The coaches of a run (of one class, if given), in composition order."""
+def run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str | None = None) -> tuple[Coach, ...]:
+    """The coaches of a run (of one class, if given), in composition order (remembered: store/facts.py)."""
+    return facts.fact(conn, ("coaches", run_id, travel_class), lambda: _read_run_coaches(conn, run_id, travel_class))
+
+
+def _read_run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str | None) -> tuple[Coach, ...]:
     if travel_class is None:
         rows = conn.execute(
             "SELECT coach_no, label, travel_class, seats, berths FROM run_coaches WHERE run_id = ? ORDER BY coach_no",
@@ -265,7 +269,26 @@ def run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str | None 
             " ORDER BY coach_no",
             (run_id, travel_class),
         ).fetchall()
-    return [Coach(r[0], r[1], r[2], r[3], tuple(r[4].split(","))) for r in rows]
+    return tuple(Coach(r[0], r[1], r[2], r[3], tuple(r[4].split(","))) for r in rows)
+
+
+def train_stop(conn: sqlite3.Connection, train_id: int, code: str) -> tuple[int, int, int] | None:
+    """(seq, depart_min, km) of the train's stop at station `code`, None if it does not call there
+    (remembered: store/facts.py)."""
+    return facts.fact(conn, ("stop", train_id, code), lambda: conn.execute(
+        "SELECT s.seq, s.depart_min, s.km FROM train_stops AS s JOIN stations AS st ON st.id = s.station_id"
+        " WHERE st.code = ? AND s.train_id = ?",
+        (code, train_id),
+    ).fetchone())
+
+
+def run_class(conn: sqlite3.Connection, run_id: int, travel_class: str) -> tuple[int, int | None] | None:
+    """(seats, fixed_price_paise or None) of a run's class, None if the run has no such class (remembered:
+    store/facts.py)."""
+    return facts.fact(conn, ("class", run_id, travel_class), lambda: conn.execute(
+        "SELECT seats, fixed_price_paise FROM run_classes WHERE run_id = ? AND travel_class = ?",
+        (run_id, travel_class),
+    ).fetchone())
 
 
 def taken_seats(conn: sqlite3.Connection, run_id: int, travel_class: str, from_seq: int, to_seq: int
@@ -683,10 +706,8 @@ def _hold_seats(conn: sqlite3.Connection, cmd: HoldSeats) -> Result:
     train_id, run_status, depart_ms, number, train_name = run
     if run_status != RUN_SCHEDULED:
         raise _fail(FAILED_PRECONDITION, f"train {number} on this date is cancelled")
-    stop_sql = ("SELECT s.seq, s.depart_min, s.km FROM train_stops AS s JOIN stations AS st ON st.id = s.station_id"
-                " WHERE st.code = ? AND s.train_id = ?")
-    a = conn.execute(stop_sql, (cmd.from_code, train_id)).fetchone()
-    b = conn.execute(stop_sql, (cmd.to_code, train_id)).fetchone()
+    a = train_stop(conn, train_id, cmd.from_code)
+    b = train_stop(conn, train_id, cmd.to_code)
     for code, stop in ((cmd.from_code, a), (cmd.to_code, b)):
         if stop is None:
             raise _fail(NOT_FOUND, f"train {number} does not stop at {code}")
@@ -695,8 +716,7 @@ def _hold_seats(conn: sqlite3.Connection, cmd: HoldSeats) -> Result:
     board_ms = depart_ms + a[1] * civil.MINUTE_MS
     if board_ms <= cmd.ts_ms:
         raise _fail(FAILED_PRECONDITION, f"train {number} left {cmd.from_code} at {_when(board_ms)}")
-    cls = conn.execute("SELECT seats, fixed_price_paise FROM run_classes WHERE run_id = ? AND travel_class = ?",
-                       (cmd.run_id, cmd.travel_class)).fetchone()
+    cls = run_class(conn, cmd.run_id, cmd.travel_class)
     if cls is None:
         raise _fail(NOT_FOUND, f"train {number} has no {cmd.travel_class} class")
     fare = cls[1] if cls[1] is not None else tariff.fare_paise(cmd.travel_class, b[2] - a[2])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from . import civil, rules, tariff
-from .booking import BOOKING_STATES, Coach, berth_of, run_coaches
+from . import civil, facts, rules, tariff
+from .booking import BOOKING_STATES, Coach, berth_of, run_coaches, train_stop
 
 _CLASS_ORDER = {c: i for i, c in enumerate(rules.TRAVEL_CLASSES)}
 
@@ -207,15 +207,13 @@ def segment(conn: sqlite3.Connection, run_id: int, from_code: str, to_code: str)
     ).fetchone()
     if run is None:
         raise NotFound(f"no run {run_id}")
-    sql = ("SELECT s.seq, s.km FROM train_stops AS s JOIN stations AS st ON st.id = s.station_id"
-           " WHERE st.code = ? AND s.train_id = ?")
-    a = conn.execute(sql, (from_code, run[0])).fetchone()
-    b = conn.execute(sql, (to_code, run[0])).fetchone()
+    a = train_stop(conn, run[0], from_code)  # (seq, depart_min, km)
+    b = train_stop(conn, run[0], to_code)
     if a is None or b is None:
         raise NotFound(f"train {run[1]} does not stop at {from_code if a is None else to_code}")
     if a[0] >= b[0]:
         raise ValueError(f"train {run[1]} reaches {to_code} before {from_code}")
-    return Segment(run_id, run[0], run[1], run[2], run[3], a[0], b[0], b[1] - a[1])
+    return Segment(run_id, run[0], run[1], run[2], run[3], a[0], b[0], b[2] - a[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,15 +388,20 @@ _VIEW_SQL = (
 )
 
 
-def _view(conn: sqlite3.Connection, row: tuple) -> BookingView:
-    (b_id, pnr, status, username, run_id, run_date, run_status, number, name, cls, f, t, board_ms, depart_ms,
-     override, amount, paid, refunded, expires, created, updated, _user_id, train_id) = row
+def _ends(conn: sqlite3.Connection, train_id: int, f: int, t: int) -> tuple[list[tuple], int]:
+    """The train's stops number f and t as (seq, code, name, arrive_min), and its last stop's number."""
     stops = conn.execute(
         "SELECT s.seq, st.code, st.name, s.arrive_min FROM train_stops AS s JOIN stations AS st"
         " ON st.id = s.station_id WHERE s.train_id = ? AND s.seq IN (?, ?) ORDER BY s.seq",
         (train_id, f, t),
     ).fetchall()
-    last = conn.execute("SELECT MAX(seq) FROM train_stops WHERE train_id = ?", (train_id,)).fetchone()[0]
+    return stops, conn.execute("SELECT MAX(seq) FROM train_stops WHERE train_id = ?", (train_id,)).fetchone()[0]
+
+
+def _view(conn: sqlite3.Connection, row: tuple) -> BookingView:
+    (b_id, pnr, status, username, run_id, run_date, run_status, number, name, cls, f, t, board_ms, depart_ms,
+     override, amount, paid, refunded, expires, created, updated, _user_id, train_id) = row
+    stops, last = facts.fact(conn, ("ends", train_id, f, t), lambda: _ends(conn, train_id, f, t))
     arrive_min = override if override is not None and t == last else stops[1][3]
     arrive_ms = depart_ms + arrive_min * civil.MINUTE_MS
     pax = []

@@ -42,7 +42,7 @@ import aiosqlite
 import trio
 import trio_asyncio
 
-from . import queries, schema
+from . import facts, queries, schema
 from .commands import Result
 from .state_machine import apply_batch, read_meta_int
 
@@ -96,7 +96,8 @@ async def _aio_connect(path: str) -> aiosqlite.Connection:
     # BEGIN/SAVEPOINT/COMMIT itself and reads wrap themselves in BEGIN...ROLLBACK.  check_same_thread=False:
     # short work runs on the event loop's thread too, never at the same time as work on the connection's own
     # (Database sees to that: the write lock, and no inline read while a hop onto the reader is in flight).
-    return await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    # facts.Connection: a memo of the catalogue rows that never change (store/facts.py).
+    return await aiosqlite.connect(path, isolation_level=None, check_same_thread=False, factory=facts.Connection)
 
 
 async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import queries, schema
+from . import facts, queries, schema
 from .commands import Result
 from .db import _backup_to, _prepare_install
 from .state_machine import apply_batch
@@ -31,7 +31,7 @@ class MemoryDatabase:
 
     @staticmethod
     def _fresh() -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False, factory=facts.Connection)
         schema.migrate(conn)
         return conn
 
@@ -76,7 +76,8 @@ class MemoryDatabase:
         index = _prepare_install(os.fspath(src_path), tmp)
         src = sqlite3.connect(tmp, isolation_level=None)
         try:
-            fresh = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            fresh = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False,
+                                    factory=facts.Connection)
             src.backup(fresh)
         finally:
             src.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import PurePath
 
+from . import facts
+
 # meta:             key/value of the state machine itself:
 #                     applied_index  the last log index whose effects are in this database
 #                     clock_ms       the replicated clock: the largest ts_ms of any applied command
@@ -310,7 +312,7 @@ def connect(path: str | PurePath, *, reader: bool = False) -> sqlite3.Connection
     `isolation_level=None` turns off the sqlite3 module's implicit transactions: the state machine issues
     BEGIN / SAVEPOINT / COMMIT itself.  Used by tests and tools; the node uses store.db.Database.
     """
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, factory=facts.Connection)
     try:
         configure(conn, reader=reader)
         if not reader:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from . import booking, rules
+from . import booking, facts, rules
 from .commands import (
     ALREADY_EXISTS,
     INTERNAL,
@@ -142,6 +142,7 @@ def apply_batch(conn: sqlite3.Connection, batch: Iterable[Entry]) -> list[Result
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        facts.forget(conn)  # it may have read rows this batch wrote
         raise
     return results
 
