@@ -106,6 +106,7 @@ from .booking_core import (
     station_code,
 )
 from .batch_calls import batch_handlers, run_batch
+from .booking_wire import booking_info_reply, reply_message, unpaid_pending
 from .rpc import LeaderHintMixin, current_stream
 from .seat_map_wire import seat_map_reply
 from .submit import Submitter
@@ -153,7 +154,8 @@ def consistency_of(value: Any) -> int:
 
 
 def booking_info(v: bq.BookingView, message: str = "") -> BookingInfo:
-    """A store BookingView as the wire's BookingInfo.  `message` defaults to the latest history note."""
+    """A store BookingView as the wire's BookingInfo.  `message` defaults to the latest history note.  (What a
+    handler sends is `booking_wire.booking_info_reply`: the same bytes, encoded by hand.)"""
     pax = []
     for p in v.passengers:
         coach, seat = rules.parse_seat_ref(p.seat) if p.seat else ("", 0)
@@ -161,17 +163,16 @@ def booking_info(v: bq.BookingView, message: str = "") -> BookingInfo:
         status = v.status if p.status == "ACTIVE" else p.status
         pax.append(Passenger(index=p.pax_no, name=p.name, age=p.age, coach=coach, seat=seat, berth=p.berth,
                              status=status))
-    unpaid_pending = v.status == "HELD" or (v.status == "WAITLISTED" and not v.paid_paise)
     return BookingInfo(
         id=v.booking_id, pnr=v.pnr, state=BookingState[v.status], run_id=v.run_id, train_number=v.train_number,
         train_name=v.train_name, date=v.departure[:10], from_station=v.from_code, to_station=v.to_code,
         departure_ms=v.depart_ms, arrival_ms=v.arrive_ms, seat_class=seat_class_of(v.travel_class),
         passengers=pax, amount_paise=v.amount_paise, paid_paise=v.paid_paise,
-        hold_expires_ms=v.hold_expires_ms if unpaid_pending else 0, waitlist_position=v.waitlist_position,
+        hold_expires_ms=v.hold_expires_ms if unpaid_pending(v) else 0, waitlist_position=v.waitlist_position,
         refunds=[Refund(amount_paise=r.amount_paise, at_ms=r.ts_ms, reason=r.reason, percent=r.percent,
                         settled_ms=r.settled_ms or 0) for r in v.refunds],
         history=[BookingEvent(at_ms=e.ts_ms, state=BookingState[e.status], note=e.detail) for e in v.history],
-        message=message or (v.history[-1].detail if v.history else ""),
+        message=reply_message(v, message),
         refunded_paise=v.refunded_paise,
     )
 
@@ -264,7 +265,7 @@ class BookingService(LeaderHintMixin, BookingBase):
         view = await self.core.read(consistency, bq.booking, pnr, caller.user_id, caller.is_admin)
         if view is None:
             raise GRPCError(Status.NOT_FOUND, f"no booking {pnr} among your bookings")
-        return booking_info(view, message)
+        return booking_info_reply(view, message)
 
     @staticmethod
     def _not_found(e: bq.NotFound) -> GRPCError:
@@ -421,7 +422,7 @@ class BookingService(LeaderHintMixin, BookingBase):
         view = await self.core.read_after(index, bq.booking, res.data["pnr"], caller.user_id, caller.is_admin)
         if view is None:  # pragma: no cover - the hold just created it
             raise GRPCError(Status.NOT_FOUND, f"no booking {res.data['pnr']} among your bookings")
-        return booking_info(view, res.message)
+        return booking_info_reply(view, res.message)
 
     async def pay(self, pay_request: PayRequest) -> BookingInfo:
         req = pay_request
@@ -491,7 +492,7 @@ class BookingService(LeaderHintMixin, BookingBase):
             view = await self.core.read(LINEARIZABLE, bq.pnr_status, pnr, name)
         if view is None:
             raise GRPCError(Status.NOT_FOUND, f"no booking {pnr} with a passenger called {name!r}")
-        return booking_info(view)
+        return booking_info_reply(view)
 
     # ------------------------------------------------------------------------------ administration
     async def add_station(self, add_station_request: AddStationRequest) -> StationInfo:

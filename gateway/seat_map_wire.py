@@ -18,6 +18,10 @@ from collections.abc import Iterable
 
 from proto.gen.railraft.v1 import Coach, SeatClass, SeatInfo, SeatMapResponse
 
+from .wire_fields import embedded as _embedded
+from .wire_fields import string as _string
+from .wire_fields import uint as _uint
+
 __all__ = ["EncodedSeatMap", "encode_seat_map", "seat_map_reply"]
 
 # betterproto resolves a message class's type hints (strings in the generated code) in the namespace of the module
@@ -30,35 +34,6 @@ CACHE_MAX = 50_000  # encoded sub-messages kept (each a few dozen bytes); emptie
 _SEATS: dict[tuple[int, str, bool], bytes] = {}
 # (label, seat class value, seats, free seats) -> field 5: one Coach with its tag and length.
 _COACHES: dict[tuple[str, int, int, int], bytes] = {}
-
-
-def _varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (uint32/uint64/enum); negatives are refused."""
-    if n < 0:
-        raise ValueError(f"cannot encode {n} as an unsigned varint")
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _string(tag: bytes, s: str) -> bytes:
-    """A string field (omitted when empty, as proto3 does)."""
-    if not s:
-        return b""
-    data = s.encode()
-    return tag + _varint(len(data)) + data
-
-
-def _uint(tag: bytes, n: int) -> bytes:
-    """A varint field (omitted when zero, as proto3 does)."""
-    return tag + _varint(n) if n else b""
-
-
-def _embedded(tag: bytes, body: bytes) -> bytes:
-    return tag + _varint(len(body)) + body
 
 
 def _seat(number: int, berth: str, free: bool) -> bytes:
