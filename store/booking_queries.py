@@ -49,8 +49,9 @@ def stations(conn: sqlite3.Connection, prefix: str = "", limit: int = 0) -> list
 
 
 def station_by_code(conn: sqlite3.Connection, code: str) -> Station | None:
-    """The station with this code, or None."""
-    row = conn.execute("SELECT id, code, name FROM stations WHERE code = ?", (code,)).fetchone()
+    """The station with this code, or None (remembered: store/facts.py)."""
+    row = facts.fact(conn, ("station", code),
+                     lambda: conn.execute("SELECT id, code, name FROM stations WHERE code = ?", (code,)).fetchone())
     return Station(*row) if row else None
 
 
@@ -119,14 +120,19 @@ def _free_count(conn: sqlite3.Connection, run_id: int, travel_class: str, seats:
     return seats - taken
 
 
+def _run_classes(conn: sqlite3.Connection, run_id: int) -> tuple[tuple[str, int, int | None], ...]:
+    """(class, seats, fixed price or None) of each class of the run, in class order."""
+    rows = conn.execute(
+        "SELECT travel_class, seats, fixed_price_paise FROM run_classes WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    return tuple(sorted(rows, key=lambda r: _CLASS_ORDER[r[0]]))
+
+
 def availability(conn: sqlite3.Connection, run_id: int, from_seq: int, to_seq: int, distance_km: int,
                  from_code: str, to_code: str, cancelled: bool = False) -> tuple[ClassAvailability, ...]:
     """Per class of the run (in class order): seats, free seats on stops [from_seq, to_seq), the fare, and
     the service id naming that class and segment (none free if the run is `cancelled`)."""
-    rows = conn.execute(
-        "SELECT travel_class, seats, fixed_price_paise FROM run_classes WHERE run_id = ?", (run_id,)
-    ).fetchall()
-    rows.sort(key=lambda r: _CLASS_ORDER[r[0]])
+    rows = facts.fact(conn, ("classes", run_id), lambda: _run_classes(conn, run_id))
     return tuple(
         ClassAvailability(cls, seats, 0 if cancelled else _free_count(conn, run_id, cls, seats, from_seq, to_seq),
                           price if price is not None else tariff.fare_paise(cls, distance_km),

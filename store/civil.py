@@ -16,6 +16,7 @@ Day numbers use Howard Hinnant's `days_from_civil` / `civil_from_days` (prolepti
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -75,6 +76,7 @@ def parse_date(text: object) -> int:
     return days_from_civil(year, month, day)
 
 
+@lru_cache(maxsize=4096)  # a handful of dates at a time, formatted for every hold, booking view and search result
 def format_date(days: int) -> str:
     """The "YYYY-MM-DD" string of a day number."""
     y, m, d = civil_from_days(days)

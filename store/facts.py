@@ -6,7 +6,8 @@ and a list of coach objects built anew -- on every node, for every booking.  A `
 project opens: `schema.connect`, `store.db.Database`, `MemoryDatabase`) keeps what such a query found in
 `facts`, so the next hold on the run finds it there.
 
-Only rows that exist are remembered: an absent run or stop may be written later.  A connection's memo goes
+Only rows that exist are remembered: an absent run or stop may be written later.  And only what one command
+wrote at once: a run's classes, yes; the trains between two stations, no (a new train adds to them).  A connection's memo goes
 with the connection (installing a snapshot opens new ones), and `forget` empties it when a batch is rolled
 back, so nothing read from rows a rolled-back transaction wrote outlives them.  A plain `sqlite3.Connection`
 (tools, some tests) has no memo and reads every time.
@@ -19,6 +20,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+FACTS_MAX = 100_000  # facts a connection keeps (the benchmark's catalogue needs about 10,000)
 
 
 class Connection(sqlite3.Connection):
@@ -39,6 +42,8 @@ def fact(conn: sqlite3.Connection, key: Hashable, read: Callable[[], T]) -> T:
     if found is None:
         found = read()
         if found:
+            if len(memo) >= FACTS_MAX:
+                memo.clear()  # a catalogue bigger than the memo: start again rather than grow without end
             memo[key] = found
     return found
 

@@ -11,12 +11,13 @@ import sqlite3
 
 import pytest
 
+from store import booking_queries as bq
 from store import facts, schema
 from store.commands import AddTrain, CoachSpec, HoldSeats, PassengerSpec, ScheduleRuns
 from store.state_machine import KIND_NORMAL, ApplyOrderError, apply_batch
 from tests.test_store_booking import ADMIN, ALICE, BOB, DAY, ROUTE, World
 
-CATALOGUE_READS = ("FROM run_coaches", "FROM run_classes", "FROM train_stops")
+CATALOGUE_READS = ("FROM run_coaches", "FROM run_classes", "FROM train_stops", "FROM stations")
 
 
 def _catalogue_reads(conn: sqlite3.Connection, fn) -> list[str]:
@@ -92,3 +93,27 @@ def test_a_rolled_back_batch_forgets_what_it_read(world):
     assert res[0].ok and res[0].data["run_ids"] == [run]
     held = w.hold(ALICE, run=run, cls="AC2")
     assert held.ok and held.data["seats"] == ["Z1-1"]
+
+
+def test_a_repeated_search_reads_no_station_or_class_rows_and_finds_the_same(world):
+    def search():
+        return bq.search(world.conn, "PPP", "SSS", DAY)
+
+    found = []
+    first = _catalogue_reads(world.conn, lambda: found.append(search()))
+    assert any("FROM stations" in s for s in first) and any("FROM run_classes" in s for s in first)
+    second = _catalogue_reads(world.conn, lambda: found.append(search()))
+    assert not any("FROM stations" in s or "FROM run_classes" in s for s in second)
+    assert found[0] == found[1] and found[0]  # the trains between two stations are read every time
+
+
+def test_the_memo_is_bounded(monkeypatch):
+    monkeypatch.setattr(facts, "FACTS_MAX", 3)
+    conn = schema.connect(":memory:")
+    try:
+        for i in range(10):
+            assert facts.fact(conn, i, lambda i=i: (i,)) == (i,)
+            assert len(conn.facts) <= 3
+        assert facts.fact(conn, 9, lambda: ("read again",)) == (9,)  # the newest is still there
+    finally:
+        conn.close()
