@@ -108,6 +108,7 @@ from .booking_core import (
 from .batch_calls import batch_handlers, run_batch
 from .booking_wire import booking_info_reply, reply_message, unpaid_pending
 from .rpc import LeaderHintMixin, current_stream
+from .search_wire import search_reply
 from .seat_map_wire import seat_map_reply
 from .submit import Submitter
 
@@ -175,6 +176,21 @@ def booking_info(v: bq.BookingView, message: str = "") -> BookingInfo:
         message=reply_message(v, message),
         refunded_paise=v.refunded_paise,
     )
+
+
+def search_response(found: list[bq.SearchResult]) -> SearchResponse:
+    """Search results as the wire's SearchResponse.  (What the handler sends is `search_wire.search_reply`:
+    the same bytes, encoded by hand.)"""
+    return SearchResponse(results=[
+        SearchResult(
+            run_id=r.run_id, train_number=r.train_number, train_name=r.train_name, train_type=r.train_type,
+            date=r.departure[:10], from_station=r.from_code, to_station=r.to_code, departure_ms=r.depart_ms,
+            arrival_ms=r.arrive_ms, distance_km=r.distance_km, status=r.status,
+            classes=[ClassAvailability(seat_class=seat_class_of(c.travel_class), free_seats=c.free,
+                                       fare_paise=c.fare_paise, service_id=c.service_id) for c in r.classes],
+        )
+        for r in found
+    ])
 
 
 def train_info(t: bq.TrainView) -> TrainInfo:
@@ -336,16 +352,7 @@ class BookingService(LeaderHintMixin, BookingBase):
             found = await self.core.read(consistency_of(req.consistency), bq.search, a, b, req.date, False, now)
         except bq.NotFound as e:
             raise invalid(str(e)) from None  # an unknown station is bad input here
-        return SearchResponse(results=[
-            SearchResult(
-                run_id=r.run_id, train_number=r.train_number, train_name=r.train_name, train_type=r.train_type,
-                date=r.departure[:10], from_station=r.from_code, to_station=r.to_code, departure_ms=r.depart_ms,
-                arrival_ms=r.arrive_ms, distance_km=r.distance_km, status=r.status,
-                classes=[ClassAvailability(seat_class=seat_class_of(c.travel_class), free_seats=c.free,
-                                           fare_paise=c.fare_paise, service_id=c.service_id) for c in r.classes],
-            )
-            for r in found
-        ])
+        return search_reply(found)  # encoded by hand (gateway/search_wire.py): search_response(found)'s bytes
 
     async def seat_map(self, seat_map_request: SeatMapRequest) -> SeatMapResponse:
         req = seat_map_request
