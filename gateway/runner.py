@@ -148,9 +148,7 @@ async def serve_node(settings: NodeSettings, *, task_status=trio.TASK_STATUS_IGN
             # whole life and acts only while this node leads, so it follows leadership around by itself.
             await nursery.start(Housekeeper(node, provider, HousekeepingSettings.from_env()).run)
             if settle_heap:
-                settled = heap.settle()
-                log.info("node %d: heap settled: %d start-up objects frozen, young generation collected every %d "
-                         "allocations", settings.id, settled.frozen, settled.young_threshold)
+                log.info("node %d: heap settled: %d start-up objects frozen", settings.id, heap.settle())
             task_status.started(node)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for sig in signals:

@@ -46,6 +46,7 @@ Money is integer paise; fares and the refund rule are in store.tariff (quoted in
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -269,7 +270,12 @@ def _read_run_coaches(conn: sqlite3.Connection, run_id: int, travel_class: str |
             " ORDER BY coach_no",
             (run_id, travel_class),
         ).fetchall()
-    return tuple(Coach(r[0], r[1], r[2], r[3], tuple(r[4].split(","))) for r in rows)
+    return tuple(Coach(r[0], r[1], r[2], r[3], _berth_pattern(r[4])) for r in rows)
+
+
+@functools.lru_cache(maxsize=256)  # a few patterns for all the coaches a connection remembers (store/facts.py)
+def _berth_pattern(berths: str) -> tuple[str, ...]:
+    return tuple(berths.split(","))
 
 
 def train_stop(conn: sqlite3.Connection, train_id: int, code: str) -> tuple[int, int, int] | None:

@@ -117,3 +117,11 @@ def test_the_memo_is_bounded(monkeypatch):
         assert facts.fact(conn, 9, lambda: ("read again",)) == (9,)  # the newest is still there
     finally:
         conn.close()
+
+
+def test_remembered_coaches_share_their_berth_patterns(world):
+    from store.booking import run_coaches
+
+    by_class, whole_run = run_coaches(world.conn, 1, "AC2"), run_coaches(world.conn, 1)
+    assert by_class[0] == whole_run[0]
+    assert by_class[0].berths is whole_run[0].berths  # one tuple per pattern, not one per coach remembered
