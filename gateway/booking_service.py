@@ -106,7 +106,7 @@ from .booking_core import (
     station_code,
 )
 from .batch_calls import batch_handlers, run_batch
-from .booking_wire import booking_info_reply, reply_message, unpaid_pending
+from .booking_wire import booking_info_reply, passenger_seat, passenger_status, reply_message, unpaid_pending
 from .rpc import LeaderHintMixin, current_stream
 from .search_wire import search_reply
 from .seat_map_wire import seat_map_reply
@@ -159,11 +159,9 @@ def booking_info(v: bq.BookingView, message: str = "") -> BookingInfo:
     handler sends is `booking_wire.booking_info_reply`: the same bytes, encoded by hand.)"""
     pax = []
     for p in v.passengers:
-        coach, seat = rules.parse_seat_ref(p.seat) if p.seat else ("", 0)
-        # A passenger row is ACTIVE or CANCELLED; an active one is in whatever state its booking is.
-        status = v.status if p.status == "ACTIVE" else p.status
+        coach, seat = passenger_seat(p)
         pax.append(Passenger(index=p.pax_no, name=p.name, age=p.age, coach=coach, seat=seat, berth=p.berth,
-                             status=status))
+                             status=passenger_status(v, p)))
     return BookingInfo(
         id=v.booking_id, pnr=v.pnr, state=BookingState[v.status], run_id=v.run_id, train_number=v.train_number,
         train_name=v.train_name, date=v.departure[:10], from_station=v.from_code, to_station=v.to_code,

@@ -20,7 +20,8 @@ from store import rules
 
 from .wire_fields import LEN, VARINT, embedded, signed, string, tag, uint
 
-__all__ = ["EncodedBookingInfo", "booking_info_reply", "encode_booking_info", "reply_message", "unpaid_pending"]
+__all__ = ["EncodedBookingInfo", "booking_info_reply", "encode_booking_info", "passenger_seat", "passenger_status",
+           "reply_message", "unpaid_pending"]
 
 # betterproto resolves a message class's type hints (strings in the generated code) in the namespace of the module
 # that defines the class -- for EncodedBookingInfo, this one: these names must be here.
@@ -42,10 +43,19 @@ def reply_message(v: bq.BookingView, message: str) -> str:
     return message or (v.history[-1].detail if v.history else "")
 
 
+def passenger_seat(p: bq.PassengerView) -> tuple[str, int]:
+    """The passenger's (coach, seat number), ("", 0) while it has no seat."""
+    return rules.parse_seat_ref(p.seat) if p.seat else ("", 0)
+
+
+def passenger_status(v: bq.BookingView, p: bq.PassengerView) -> str:
+    """A passenger row is ACTIVE or CANCELLED; an active one is in whatever state its booking is."""
+    return v.status if p.status == "ACTIVE" else p.status
+
+
 def _passenger(v: bq.BookingView, p: bq.PassengerView) -> bytes:
-    coach, seat = rules.parse_seat_ref(p.seat) if p.seat else ("", 0)
-    # A passenger row is ACTIVE or CANCELLED; an active one is in whatever state its booking is.
-    status = v.status if p.status == "ACTIVE" else p.status
+    coach, seat = passenger_seat(p)
+    status = passenger_status(v, p)
     return embedded(b"\x6a", uint(b"\x08", p.pax_no) + string(b"\x12", p.name) + uint(b"\x18", p.age)
                     + string(b"\x22", coach) + uint(b"\x28", seat) + string(b"\x32", p.berth)
                     + string(b"\x3a", status))
