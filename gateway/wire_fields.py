@@ -1,6 +1,6 @@
 """Protobuf fields written by hand, as betterproto writes them (proto3: a field at its default is omitted).
 
-For the replies a node sends most (gateway/seat_map_wire.py, gateway/booking_wire.py): building betterproto
+For the replies a node sends most (gateway/seat_map_wire.py, booking_wire.py, search_wire.py): building betterproto
 messages and encoding them through the Rust codec costs a Python-level attribute read per field, which for
 a booking's reply came to about 40 us of a node's CPU.  Tags are given pre-encoded (`tag(field, wire_type)`,
 or a literal byte for the fields below 16).
@@ -8,26 +8,16 @@ or a literal byte for the fields below 16).
 
 from __future__ import annotations
 
+from .peer_wire import uvarint
+
 __all__ = ["LEN", "VARINT", "embedded", "signed", "string", "tag", "uint", "varint"]
 
 VARINT, LEN = 0, 2  # the wire types these replies use
 
 
-_ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))  # most lengths, counts and enum values
-
-
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (uint32/uint64/enum); negatives are refused."""
-    if n < 0x80:
-        if n < 0:
-            raise ValueError(f"cannot encode {n} as an unsigned varint")
-        return _ONE_BYTE[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+# The peer stream's varint (gateway/peer_wire.py): one cached byte below 128; a negative or a value above a
+# uint64 is refused with CodecError, a ValueError.
+varint = uvarint
 
 
 def tag(field: int, wire_type: int) -> bytes:
