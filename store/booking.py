@@ -79,6 +79,8 @@ from .commands import (
 )
 from .failures import CommandFailed, check
 
+CLASS_ORDER = {c: i for i, c in enumerate(rules.TRAVEL_CLASSES)}  # the order classes are listed in
+
 HELD = "HELD"
 CONFIRMED = "CONFIRMED"
 WAITLISTED = "WAITLISTED"
@@ -288,13 +290,25 @@ def train_stop(conn: sqlite3.Connection, train_id: int, code: str) -> tuple[int,
     ).fetchone())
 
 
-def run_class(conn: sqlite3.Connection, run_id: int, travel_class: str) -> tuple[int, int | None] | None:
-    """(seats, fixed_price_paise or None) of a run's class, None if the run has no such class (remembered:
+def run_classes(conn: sqlite3.Connection, run_id: int) -> tuple[tuple[str, int, int | None], ...]:
+    """(class, seats, fixed_price_paise or None) of each class of the run, in class order (remembered:
     store/facts.py)."""
-    return facts.fact(conn, ("class", run_id, travel_class), lambda: conn.execute(
-        "SELECT seats, fixed_price_paise FROM run_classes WHERE run_id = ? AND travel_class = ?",
-        (run_id, travel_class),
-    ).fetchone())
+    return facts.fact(conn, ("classes", run_id), lambda: _read_run_classes(conn, run_id))
+
+
+def _read_run_classes(conn: sqlite3.Connection, run_id: int) -> tuple[tuple[str, int, int | None], ...]:
+    rows = conn.execute(
+        "SELECT travel_class, seats, fixed_price_paise FROM run_classes WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    return tuple(sorted(rows, key=lambda r: CLASS_ORDER[r[0]]))
+
+
+def run_class(conn: sqlite3.Connection, run_id: int, travel_class: str) -> tuple[int, int | None] | None:
+    """(seats, fixed_price_paise or None) of a run's class, None if the run has no such class."""
+    for cls, seats, price in run_classes(conn, run_id):
+        if cls == travel_class:
+            return seats, price
+    return None
 
 
 def taken_seats(conn: sqlite3.Connection, run_id: int, travel_class: str, from_seq: int, to_seq: int

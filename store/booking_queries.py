@@ -17,9 +17,8 @@ import sqlite3
 from dataclasses import dataclass
 
 from . import civil, facts, rules, tariff
-from .booking import BOOKING_STATES, Coach, berth_of, run_coaches, train_stop
-
-_CLASS_ORDER = {c: i for i, c in enumerate(rules.TRAVEL_CLASSES)}
+from .booking import BOOKING_STATES, Coach, berth_of, run_classes, run_coaches, train_stop
+from .booking import CLASS_ORDER as _CLASS_ORDER
 
 
 class NotFound(LookupError):
@@ -120,24 +119,15 @@ def _free_count(conn: sqlite3.Connection, run_id: int, travel_class: str, seats:
     return seats - taken
 
 
-def _run_classes(conn: sqlite3.Connection, run_id: int) -> tuple[tuple[str, int, int | None], ...]:
-    """(class, seats, fixed price or None) of each class of the run, in class order."""
-    rows = conn.execute(
-        "SELECT travel_class, seats, fixed_price_paise FROM run_classes WHERE run_id = ?", (run_id,)
-    ).fetchall()
-    return tuple(sorted(rows, key=lambda r: _CLASS_ORDER[r[0]]))
-
-
 def availability(conn: sqlite3.Connection, run_id: int, from_seq: int, to_seq: int, distance_km: int,
                  from_code: str, to_code: str, cancelled: bool = False) -> tuple[ClassAvailability, ...]:
     """Per class of the run (in class order): seats, free seats on stops [from_seq, to_seq), the fare, and
     the service id naming that class and segment (none free if the run is `cancelled`)."""
-    rows = facts.fact(conn, ("classes", run_id), lambda: _run_classes(conn, run_id))
     return tuple(
         ClassAvailability(cls, seats, 0 if cancelled else _free_count(conn, run_id, cls, seats, from_seq, to_seq),
                           price if price is not None else tariff.fare_paise(cls, distance_km),
                           rules.encode_service_id(run_id, cls, from_code, to_code))
-        for cls, seats, price in rows
+        for cls, seats, price in run_classes(conn, run_id)
     )
 
 
