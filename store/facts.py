@@ -7,10 +7,10 @@ project opens: `schema.connect`, `store.db.Database`, `MemoryDatabase`) keeps wh
 `facts`, so the next hold on the run finds it there.
 
 Only rows that exist are remembered: an absent run or stop may be written later.  And only what one command
-wrote at once: a run's classes, yes; the trains between two stations, no (a new train adds to them).  A connection's memo goes
-with the connection (installing a snapshot opens new ones), and `forget` empties it when a batch is rolled
-back, so nothing read from rows a rolled-back transaction wrote outlives them.  A plain `sqlite3.Connection`
-(tools, some tests) has no memo and reads every time.
+wrote at once: a run's classes, yes; the trains between two stations, no (a new train adds to them).  A
+connection's memo goes with the connection (installing a snapshot opens new ones), and `forget` empties it
+when a batch is rolled back, so nothing read from rows a rolled-back transaction wrote outlives them.  A
+plain `sqlite3.Connection` (tools, some tests) has no memo and reads every time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Facts a connection keeps: the benchmark's catalogue (1,500 runs) needs about 17,000, some 15 MB.
+# Facts a connection keeps: the benchmark's catalogue (1,500 runs) needs about 17,000 (7-12 MB per node).
 FACTS_MAX = 20_000
 
 
